@@ -1,0 +1,1 @@
+"""Command-line tools around the worker: send reports, read results."""

@@ -1,0 +1,174 @@
+"""Pydantic models at the worker's boundaries: the input report, each step's
+journaled output, and the records published to Kafka.
+
+Everything a step returns is journaled by Restate, so these models are also the
+journal's schema: keep them small, explicit and free of secrets.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    """Base for every boundary model: immutable and strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Step(StrEnum):
+    """The journaled steps, named as they appear in the Restate UI."""
+
+    EXTRACT = "Extract metrics"
+    SORT = "Sort metrics"
+    FORMAT = "Format as table"
+    PUBLISH = "Publish table"
+    DEAD_LETTER = "Publish dead letter"
+
+    @property
+    def short(self) -> str:
+        """A short, env-var friendly name: extract, sort, format, publish, dead_letter."""
+        return self.name.lower()
+
+
+class Source(Model):
+    """Where a report came from. For Kafka records: the record's coordinates."""
+
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    timestamp: int | None = None
+    key: str | None = Field(default=None, description="The record key, decoded as UTF-8 when possible.")
+
+
+class Report(Model):
+    """A validated input report."""
+
+    report_id: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+    source: Source
+
+
+class Metric(Model):
+    name: str = Field(min_length=1)
+    value: float
+    unit: str = ""
+
+
+class Metrics(Model):
+    """The structured output of `Extract metrics` and `Sort metrics`."""
+
+    metrics: list[Metric]
+
+
+class LLMUsage(Model):
+    """What one provider answer cost. Offline answers have no response id or tokens."""
+
+    model: str | None = None
+    response_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class StepFact(Model):
+    """One line of the per-report ledger: how a step was produced."""
+
+    step: str
+    provider: str
+    model: str | None = None
+    response_id: str | None = None
+    attempts: int = 1
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+
+
+class ExtractResult(Model):
+    metrics: list[Metric]
+    fact: StepFact
+
+
+class SortResult(Model):
+    metrics: list[Metric]
+    fact: StepFact
+
+
+class FormatResult(Model):
+    table: str
+    fact: StepFact
+
+
+class Delivery(Model):
+    """Where the broker stored a published record (from its delivery report)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class Ledger(Model):
+    """Per-report accounting carried in the output record."""
+
+    steps: list[StepFact]
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float | None = None
+
+    @classmethod
+    def of(cls, facts: list[StepFact]) -> Ledger:
+        prompt = sum(f.prompt_tokens for f in facts)
+        completion = sum(f.completion_tokens for f in facts)
+        costs = [f.cost_usd for f in facts if f.cost_usd is not None]
+        return cls(
+            steps=facts,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            cost_usd=round(sum(costs), 8) if costs else None,
+        )
+
+
+class TableRecord(Model):
+    """The value published on the tables topic (key = report_id)."""
+
+    report_id: str
+    table: str
+    metrics: list[Metric]
+    source: Source
+    invocation_id: str
+    ledger: Ledger
+
+
+class CompletedSteps(Model):
+    """Outputs of the steps that finished before a report was dead-lettered."""
+
+    extract: ExtractResult | None = None
+    sort: SortResult | None = None
+    format: FormatResult | None = None
+
+
+class DeadLetter(Model):
+    """The value published on the dead-letter topic (key = report_id)."""
+
+    report_id: str
+    reason: str = Field(description="Short machine-readable code, e.g. empty, invalid_schema, step_failed.")
+    error: str = Field(description="Human-readable explanation.")
+    failed_step: str | None = None
+    completed: CompletedSteps = CompletedSteps()
+    source: Source
+    invocation_id: str
+    original_value: str | None = Field(default=None, description="The input value as text, or base64 when not UTF-8.")
+    original_encoding: str = Field(default="utf-8", description="utf-8, base64, or none for a null value.")
+
+
+class Outcome(Model):
+    """What the handler returns: visible in the Restate UI as the invocation's result."""
+
+    report_id: str
+    outcome: str = Field(description="table or dead_letter")
+    reason: str | None = None
+    delivery: Delivery

@@ -1,0 +1,70 @@
+"""The small interface every LLM provider implements, and the errors it raises.
+
+A provider answers one step at a time and reports what the answer cost. It does
+not retry: Restate owns retries (DESIGN.md, guarantee 5). It raises
+- `TransientProviderError` for failures worth retrying (connection, timeout, 5xx),
+  optionally with `retry_after` when the server advised a delay (429);
+- `PermanentProviderError` for failures that no retry can fix (400/401/403/404/422).
+Invalid model output is not the provider's concern: steps validate answers
+(worker/validation.py) and ask again with a repair hint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Generic, Protocol, TypeVar
+
+from worker.models import LLMUsage, Metric, Step
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Answer(Generic[T]):
+    value: T
+    usage: LLMUsage
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Context for one provider call."""
+
+    report_id: str
+    step: Step
+    attempt: int = 1
+    repair_hint: str | None = None
+    """The validation error of the previous answer, quoted back to the model."""
+
+
+class ProviderError(Exception):
+    """Base of provider failures. Messages must never contain secrets."""
+
+
+class TransientProviderError(ProviderError):
+    def __init__(self, message: str, retry_after: timedelta | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    pass
+
+
+class InvalidAnswerError(ProviderError):
+    """The provider's answer could not be parsed into the expected shape (retry with a repair hint)."""
+
+
+class Provider(Protocol):
+    """One implementation per backend: offline (deterministic code) or an OpenAI-compatible API."""
+
+    @property
+    def name(self) -> str: ...
+
+    def model_for(self, step: Step) -> str | None: ...
+
+    async def extract(self, text: str, call: CallInfo) -> Answer[list[Metric]]: ...
+
+    async def sort(self, metrics: list[Metric], call: CallInfo) -> Answer[list[Metric]]: ...
+
+    async def format_table(self, metrics: list[Metric], call: CallInfo) -> Answer[str]: ...
