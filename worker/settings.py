@@ -20,7 +20,9 @@ from worker.models import Step
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 # Properties whose values must never be printed.
-SECRET_KAFKA_PROPERTIES = frozenset({"sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"})
+SECRET_KAFKA_PROPERTIES = frozenset(
+    {"sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"}
+)
 
 
 def kafka_properties(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -35,13 +37,15 @@ def kafka_properties(environ: Mapping[str, str] | None = None) -> dict[str, str]
 
 def redact_kafka_properties(props: Mapping[str, str]) -> dict[str, str]:
     """A copy safe to log: secret values replaced."""
-    return {k: ("***" if k in SECRET_KAFKA_PROPERTIES or "password" in k or "secret" in k else v) for k, v in props.items()}
+    return {
+        k: ("***" if k in SECRET_KAFKA_PROPERTIES or "password" in k or "secret" in k else v) for k, v in props.items()
+    }
 
 
 class Settings(BaseSettings):
     """Worker configuration. Every field maps to an environment variable of the same name (upper case)."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     # Topics.
     reports_topic: str = "reports"
@@ -53,8 +57,17 @@ class Settings(BaseSettings):
 
     # Bounded retries of the three LLM steps (Restate owns them, see worker/service.py).
     step_max_attempts: int = Field(default=3, ge=1)
-    step_retry_initial_interval: float = Field(default=0.5, gt=0, description="Seconds before the first retry of a step.")
-    step_retry_max_interval: float = Field(default=10.0, gt=0, description="Upper bound of a step's retry delay, seconds.")
+    step_retry_initial_interval: float = Field(
+        default=0.5, gt=0, description="Seconds before the first retry of a step."
+    )
+    step_retry_max_interval: float = Field(
+        default=10.0, gt=0, description="Upper bound of a step's retry delay, seconds."
+    )
+
+    # Retryable failures outside the step bounds (worker unreachable, Kafka refusing
+    # the publish): back off up to the max interval, then pause the invocation.
+    invocation_retry_max_attempts: int = Field(default=40, ge=1)
+    invocation_retry_max_interval: float = Field(default=30.0, gt=0, description="Seconds.")
 
     # LLM provider.
     llm_provider: Literal["openai", "offline"] | None = Field(
@@ -93,7 +106,11 @@ class Settings(BaseSettings):
         return self.llm_provider
 
     def model_for(self, step: Step) -> str:
-        override = {Step.EXTRACT: self.llm_model_extract, Step.SORT: self.llm_model_sort, Step.FORMAT: self.llm_model_format}
+        override = {
+            Step.EXTRACT: self.llm_model_extract,
+            Step.SORT: self.llm_model_sort,
+            Step.FORMAT: self.llm_model_format,
+        }
         return override.get(step) or self.llm_model
 
     @property

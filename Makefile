@@ -1,0 +1,62 @@
+# The two commands that matter: `make run` (the demo) and `make test` (the suite).
+# Everything runs as local processes: no Docker needed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KAFKA_LIBS := .cache/kafka-libs
+
+.DEFAULT_GOAL := help
+.PHONY: help deps up down status run test lint typecheck unit bench chaos clean
+
+help:  ## show the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+$(KAFKA_LIBS)/.fetched: devstack/pom.xml
+	rm -rf $(KAFKA_LIBS)
+	mvn --batch-mode --quiet -f devstack/pom.xml dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps: $(VENV)/.installed $(KAFKA_LIBS)/.fetched node_modules/.installed  ## install Python deps, Kafka jars, Restate (cached)
+
+up: deps  ## start Kafka, restate-server and the worker (what is not running), then set up
+	$(PY) -m devstack up
+
+down:  ## stop what `make up` started
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+status: deps  ## pipeline status: invocations, paused work, lag
+	$(PY) -m devstack status
+
+run: deps  ## the demo: start the stack, send sample reports, print their tables
+	$(PY) -m devstack demo
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: deps
+	$(VENV)/bin/mypy
+
+test: lint typecheck  ## lint, type-check, then the whole suite against real Kafka + Restate
+	$(VENV)/bin/pytest
+
+bench: deps  ## benchmarks (not part of `make test`)
+	$(PY) -m bench
+
+chaos: deps  ## chaos soak (not part of `make test`)
+	$(PY) -m bench.chaos
+
+clean: down  ## remove run state (logs, Kafka and Restate data)
+	rm -rf .run

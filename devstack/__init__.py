@@ -1,0 +1,1 @@
+"""A local Kafka + Restate + worker stack as plain processes (no Docker)."""

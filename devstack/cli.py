@@ -1,0 +1,58 @@
+"""`python -m devstack`: run a local Kafka + Restate + worker stack without Docker."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from devstack.config import StackConfig
+from devstack.processes import StackError
+from devstack.setup import SetupConfig, SetupError, run_setup
+from devstack.stack import Stack
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devstack",
+        description="Local stack for the report-chain worker: Apache Kafka (KRaft), restate-server and the worker, "
+        "as local processes with PID and log files under .run/stack.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start what is not running, wait until healthy, then run setup")
+    sub.add_parser("down", help="stop the processes `up` started")
+    sub.add_parser("status", help="show which stack processes run")
+    restart = sub.add_parser("restart", help="restart one component (e.g. the worker after changing its environment)")
+    restart.add_argument("component", choices=["kafka", "restate", "worker"])
+    sub.add_parser(
+        "setup",
+        help="idempotent setup against any Kafka + Restate + worker (configured by environment: "
+        "KAFKA_BOOTSTRAP_SERVERS, RESTATE_ADMIN_URL, WORKER_URL, RESTATE_KAFKA_BOOTSTRAP, ...)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "setup":
+            run_setup(SetupConfig.from_env())
+            return EXIT_OK
+        stack = Stack(StackConfig())
+        if args.command == "up":
+            seconds = stack.up()
+            c = stack.cfg
+            print(f"stack is up in {seconds:.1f} s: Kafka {c.kafka_bootstrap}, Restate UI {c.admin_url}, "
+                  f"ingress {c.ingress_url}, worker {c.worker_url}")  # fmt: skip
+        elif args.command == "down":
+            stack.down()
+        elif args.command == "restart":
+            stack.restart(args.component)
+        elif args.command == "status":
+            for name, pid in stack.status().items():
+                print(f"{name:<8} {'running, pid ' + str(pid) if pid else 'not running'}")
+    except (StackError, SetupError) as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,97 @@
+"""Start, check and stop a whole local stack."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from devstack.components import Component, Kafka, Restate, Worker
+from devstack.config import StackConfig
+from devstack.processes import StackError
+from devstack.setup import SetupConfig, run_setup
+
+
+class Stack:
+    def __init__(self, cfg: StackConfig | None = None, log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg or StackConfig()
+        self.log = log
+        self.kafka = Kafka(self.cfg)
+        self.restate = Restate(self.cfg)
+        self.worker = Worker(self.cfg)
+
+    @property
+    def components(self) -> list[Component]:
+        # Start order; stop order is the reverse.
+        return [self.kafka, self.restate, self.worker]
+
+    def component(self, name: str) -> Component:
+        for c in self.components:
+            if c.name == name:
+                return c
+        raise StackError(f"no component named {name!r} (choose from kafka, restate, worker)")
+
+    def setup_config(self) -> SetupConfig:
+        cfg = SetupConfig.from_env()
+        return SetupConfig(
+            kafka={**cfg.kafka, "bootstrap.servers": self.cfg.kafka_bootstrap},
+            restate_admin_url=self.cfg.admin_url,
+            worker_url=self.cfg.worker_url,
+            restate_kafka_cluster=cfg.restate_kafka_cluster,
+            restate_kafka_properties={**cfg.kafka, "bootstrap.servers": self.cfg.kafka_bootstrap},
+            subscription_group_id=cfg.subscription_group_id,
+            reports_topic=cfg.reports_topic,
+            tables_topic=cfg.tables_topic,
+            dead_letter_topic=cfg.dead_letter_topic,
+            reports_partitions=cfg.reports_partitions,
+        )
+
+    def start(self, component: Component, timeout: float = 60.0) -> None:
+        """Start one component unless it runs, and wait until it is healthy."""
+        proc = component.process
+        if proc.is_running() and self._wait_healthy(component, timeout):
+            return
+        # Not running, or it died while we waited (for instance right after a kill -9).
+        component.prepare()
+        started = time.monotonic()
+        pid = proc.start(component.argv(), component.env())
+        if not self._wait_healthy(component, timeout):
+            raise StackError(
+                f"{component.name} exited during start-up; last lines of {proc.log_file}:\n{proc.log_tail()}"
+            )
+        self.log(
+            f"started {component.name:<8} pid {pid:<7} in {time.monotonic() - started:4.1f} s  (log: {proc.log_file})"
+        )
+
+    def _wait_healthy(self, component: Component, timeout: float) -> bool:
+        """True once healthy, False if the process exits first; raises after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not component.healthy():
+            if not component.process.is_running():
+                return False
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{component.name} is not healthy after {timeout:.0f} s; see {component.process.log_file}"
+                )
+            time.sleep(0.2)
+        return True
+
+    def up(self) -> float:
+        """Start what is not running, then run the idempotent setup. Returns seconds taken."""
+        started = time.monotonic()
+        for component in self.components:
+            self.start(component)
+        run_setup(self.setup_config(), log=self.log)
+        return time.monotonic() - started
+
+    def down(self) -> None:
+        for component in reversed(self.components):
+            if component.process.stop():
+                self.log(f"stopped {component.name}")
+
+    def restart(self, name: str) -> None:
+        component = self.component(name)
+        component.process.stop()
+        self.start(component)
+
+    def status(self) -> dict[str, int | None]:
+        return {c.name: c.process.pid() for c in self.components}

@@ -1,0 +1,192 @@
+"""Test harness around the real local stack: send records, watch the output topics,
+query Restate's journal, restart the worker with another environment.
+
+Nothing here is a mock: records go through a real Kafka broker and real
+restate-server to the real worker process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from devstack.config import StackConfig
+from devstack.setup import run_setup
+from devstack.stack import Stack
+
+TABLES = "tables"
+DLQ = "reports.dlq"
+REPORTS = "reports"
+
+# The worker under test never inherits an LLM key from the machine running the suite.
+BASE_WORKER_ENV = {
+    "LLM_PROVIDER": "offline",
+    "OPENAI_API_KEY": "",
+    "OPENAI_BASE_URL": "",
+    "LOG_LEVEL": "INFO",
+    "STEP_RETRY_INITIAL_INTERVAL": "0.2",
+    "STEP_RETRY_MAX_INTERVAL": "1",
+}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class OutputRecord:
+    topic: str
+    key: str | None
+    value: bytes
+    partition: int
+    offset: int
+
+    def json(self) -> dict[str, Any]:
+        return dict(json.loads(self.value))
+
+
+@dataclass
+class OutputWatcher:
+    """Reads `tables` and `reports.dlq` from the beginning, in the background, for the whole session."""
+
+    bootstrap: str
+    by_key: dict[str, list[OutputRecord]] = field(default_factory=lambda: defaultdict(list))
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="output-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": unique("test-watcher"),
+                "enable.auto.commit": "false",
+                "auto.offset.reset": "earliest",
+                "topic.metadata.refresh.interval.ms": "1000",
+            }
+        )
+        consumer.assign([TopicPartition(TABLES, 0, 0), TopicPartition(DLQ, 0, 0)])
+        try:
+            while not self._stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                key = msg.key().decode() if msg.key() is not None else None
+                record = OutputRecord(msg.topic(), key, msg.value() or b"", msg.partition(), msg.offset())
+                with self._lock:
+                    self.by_key[key or ""].append(record)
+                    self._lock.notify_all()
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def records(self, key: str) -> list[OutputRecord]:
+        with self._lock:
+            return list(self.by_key.get(key, []))
+
+    def wait_for(self, keys: Iterable[str], timeout: float = 60.0) -> dict[str, list[OutputRecord]]:
+        """Wait until every key has at least one output record; fail with the missing keys."""
+        wanted = list(keys)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                missing = [k for k in wanted if not self.by_key.get(k)]
+                if not missing:
+                    return {k: list(self.by_key[k]) for k in wanted}
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"{len(missing)} of {len(wanted)} reports produced no output in {timeout} s: {missing[:10]}"
+                    )
+                self._lock.wait(min(remaining, 0.5))
+
+
+class TestStack:
+    """The session's stack plus the handles tests need."""
+
+    __test__ = False  # not a test class, despite the name
+
+    def __init__(self, cfg: StackConfig) -> None:
+        self.cfg = cfg
+        self.stack = Stack(cfg, log=lambda line: print(f"[stack] {line}", flush=True))
+        self.worker_env: dict[str, str] = dict(BASE_WORKER_ENV)
+        self.stack.worker.extra_env = dict(self.worker_env)
+        self.producer = Producer({"bootstrap.servers": cfg.kafka_bootstrap, "linger.ms": "2"})
+        self.outputs = OutputWatcher(cfg.kafka_bootstrap)
+
+    def start(self, fresh: bool = True) -> None:
+        if fresh:
+            self.stack.down()
+            shutil.rmtree(self.cfg.run_dir, ignore_errors=True)
+        seconds = self.stack.up()
+        print(f"[stack] up in {seconds:.1f} s", flush=True)
+        self.outputs.start()
+
+    def stop(self) -> None:
+        self.outputs.stop()
+        self.producer.flush(5)
+        self.stack.down()
+
+    # -- the worker under test ------------------------------------------------
+    def use_worker_env(self, env: Mapping[str, str] | None = None) -> None:
+        """Run the worker with BASE_WORKER_ENV plus `env`; restarts it only when that changes."""
+        wanted = {**BASE_WORKER_ENV, **(env or {})}
+        if wanted == self.worker_env and self.stack.worker.process.is_running():
+            return
+        self.worker_env = wanted
+        self.stack.worker.extra_env = dict(wanted)
+        self.stack.restart("worker")
+        # Re-register: service options (e.g. the retry policy) come from the worker's environment.
+        run_setup(self.stack.setup_config(), log=lambda _: None)
+
+    # -- input ------------------------------------------------------------------
+    def send(self, value: bytes | str | dict[str, Any] | None, key: str | None = None, topic: str = REPORTS) -> None:
+        if isinstance(value, dict):
+            payload: bytes | None = json.dumps(value).encode()
+        elif isinstance(value, str):
+            payload = value.encode()
+        else:
+            payload = value
+        self.producer.produce(topic, key=key.encode() if key else None, value=payload)
+        self.producer.poll(0)
+
+    def send_reports(self, reports: Iterable[Mapping[str, Any]]) -> list[str]:
+        ids = []
+        for report in reports:
+            self.send({"id": report["id"], "message": report["message"]}, key=str(report["id"]))
+            ids.append(str(report["id"]))
+        self.flush()
+        return ids
+
+    def flush(self) -> None:
+        remaining = self.producer.flush(30)
+        assert remaining == 0, f"{remaining} input records were not delivered to Kafka"
+
+    # -- Restate introspection ---------------------------------------------------
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        response = httpx.post(
+            f"{self.cfg.admin_url}/query", json={"query": sql}, headers={"accept": "application/json"}, timeout=30
+        )
+        response.raise_for_status()
+        return list(response.json()["rows"])
+
+    def journal(self, invocation_id: str) -> list[dict[str, Any]]:
+        return self.query(
+            f"SELECT index, entry_type, name, completed FROM sys_journal WHERE id = '{invocation_id}' ORDER BY index"
+        )

@@ -1,0 +1,60 @@
+"""The local stack's process handling, on throwaway processes and ports."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.processes import ManagedProcess, StackError
+
+
+def _sleeper(tmp_path: Path, ports: list[int]) -> ManagedProcess:
+    return ManagedProcess("sleeper", tmp_path, ports, marker="devstack-test-sleeper")
+
+
+SLEEP = [sys.executable, "-c", "import time; time.sleep(60)", "devstack-test-sleeper"]
+
+
+def test_a_taken_port_gives_an_error_that_names_it(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _sleeper(tmp_path, [port])
+        with pytest.raises(StackError, match=rf"port {port} is already in use"):
+            proc.start(SLEEP, env={})
+    assert not proc.is_running()
+
+
+def test_start_and_stop_leave_no_process_behind(tmp_path: Path) -> None:
+    proc = _sleeper(tmp_path, [])
+    pid = proc.start(SLEEP, env={})
+    assert proc.pid() == pid
+    assert proc.stop() is True
+    assert proc.pid() is None
+    assert not proc.pid_file.exists()
+    assert proc.stop() is False  # nothing left to stop
+
+
+def test_a_stale_pid_file_of_another_process_is_not_ours(tmp_path: Path) -> None:
+    proc = _sleeper(tmp_path, [])
+    tmp_path.mkdir(exist_ok=True)
+    proc.pid_file.write_text("1\n")  # PID 1 is alive but is not our sleeper
+    assert proc.pid() is None
+    assert proc.stop() is False
+
+
+def test_kill_is_seen_as_not_running(tmp_path: Path) -> None:
+    proc = _sleeper(tmp_path, [])
+    proc.start(SLEEP, env={})
+    proc.kill()
+    import time
+
+    deadline = time.monotonic() + 5
+    while proc.is_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not proc.is_running()
+    assert "starting sleeper" in proc.log_file.read_text()

@@ -1,0 +1,61 @@
+"""`python -m worker`: serve the ReportChain service to Restate with hypercorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import hypercorn.asyncio
+from hypercorn.config import Config
+
+from worker.app import create_app
+from worker.logs import configure
+from worker.settings import get_settings
+
+log = logging.getLogger("worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker",
+        description="Serve the ReportChain Restate service (HTTP/2) for Restate's Kafka subscription. "
+        "Configured by environment variables; see README.md for the full table.",
+    )
+    parser.add_argument("--bind", help="host:port to listen on (default: $WORKER_BIND or 0.0.0.0:9080)")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    configure(settings.log_level, settings.log_format)
+    config = Config()
+    config.bind = [args.bind or settings.worker_bind]
+    # Restate keeps HTTP/2 streams open for long-running invocations.
+    config.keep_alive_timeout = 600
+    config.graceful_timeout = 5
+    config.accesslog = None
+    # Route hypercorn's own messages through our logging setup (one format, one stream).
+    config.errorlog = logging.getLogger("hypercorn.error")
+    model = "n/a" if settings.provider == "offline" else settings.llm_model
+    log.info(
+        "worker starting on %s: provider=%s model=%s base_url=%s request signing=%s",
+        config.bind[0], settings.provider, model, settings.openai_base_url or "default",
+        "on" if settings.identity_keys else "off",
+    )  # fmt: skip
+
+    shutdown = asyncio.Event()
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, shutdown.set)
+        await hypercorn.asyncio.serve(create_app(), config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+
+    asyncio.run(serve())
+    log.info("worker stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""One idempotent Kafka producer per process, and an awaitable publish.
+
+The producer is created on first use (the Restate ASGI app has no lifespan hook)
+and served by a daemon thread that polls for delivery reports, so awaiting a
+publish never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from worker.models import Delivery
+from worker.settings import get_settings, redact_kafka_properties
+
+log = logging.getLogger(__name__)
+
+# Producer settings we rely on; user KAFKA_* properties may add to them, not weaken them.
+REQUIRED = {"enable.idempotence": "true", "acks": "all"}
+DEFAULTS = {
+    "linger.ms": "5",
+    "compression.type": "lz4",
+    # Bound one publish attempt: when the broker stays away, the step fails and
+    # Restate retries it with backoff (and eventually pauses the invocation).
+    "message.timeout.ms": "30000",
+}
+
+
+class PublishError(RuntimeError):
+    """The broker did not accept the record; retryable."""
+
+
+class Publisher:
+    def __init__(self, config: dict[str, str]) -> None:
+        self._config = {**DEFAULTS, **config, **REQUIRED}
+        self._producer = Producer({**self._config, "error_cb": self._on_error})
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
+        self._poller.start()
+        log.info("kafka producer ready: %s", redact_kafka_properties(self._config))
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    @staticmethod
+    def _on_error(error: KafkaError) -> None:
+        # Fatal errors end the producer's usefulness; the rest are transient and retried by librdkafka.
+        if error.fatal():
+            log.error("kafka producer fatal error: %s", error)
+        else:
+            log.warning("kafka producer: %s", error)
+
+    async def publish(self, topic: str, key: str, value: bytes) -> Delivery:
+        """Produce one record and wait for the broker's acknowledgement."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Delivery] = loop.create_future()
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            # Runs on the poll thread: hand the outcome back to the event loop.
+            if error is not None:
+                loop.call_soon_threadsafe(_settle, done, PublishError(f"publishing to {topic} failed: {error.str()}"))
+            else:
+                delivery = Delivery(
+                    topic=message.topic() or topic, partition=message.partition() or 0, offset=message.offset() or 0
+                )
+                loop.call_soon_threadsafe(_settle, done, delivery)
+
+        while True:
+            try:
+                self._producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                # The local queue is full: wait for deliveries to drain it.
+                await asyncio.sleep(0.05)
+        return await done
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
+        self._stop.set()
+
+
+def _settle(future: asyncio.Future[Delivery], outcome: Delivery | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+_publisher: Publisher | None = None
+_lock = threading.Lock()
+
+
+def get_publisher() -> Publisher:
+    """The process-wide publisher, created on first use."""
+    global _publisher
+    with _lock:
+        if _publisher is None:
+            _publisher = Publisher(get_settings().kafka())
+        return _publisher
+
+
+def close_publisher() -> None:
+    global _publisher
+    with _lock:
+        if _publisher is not None:
+            _publisher.close()
+            _publisher = None

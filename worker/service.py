@@ -1,0 +1,172 @@
+"""The Restate service `ReportChain`: its handler only orchestrates journaled steps.
+
+Input message => Extract metrics => Sort metrics => Format as table => Publish table
+
+Each step is a `ctx.run_typed`: once it completes, its output is in the journal
+and a retry, a worker crash or a Restate restart resumes after it. Input that
+can never succeed, and steps that exhaust their attempts, end as one record on
+the dead-letter topic instead, so every record has exactly one outcome.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TypeVar
+
+import restate
+from restate.exceptions import TerminalError
+from restate.serde import BytesSerde
+
+from worker import steps
+from worker.intake import Rejection, original_value, read_report
+from worker.models import (
+    CompletedSteps,
+    DeadLetter,
+    Delivery,
+    ExtractResult,
+    FormatResult,
+    Ledger,
+    Outcome,
+    Report,
+    SortResult,
+    Step,
+    TableRecord,
+)
+from worker.settings import get_settings
+
+log = restate.getLogger("worker.chain")  # type: ignore[no-untyped-call]
+T = TypeVar("T")
+
+# When a retryable failure outlasts every step-level bound (the worker is
+# unreachable, Kafka refuses the publish), back off and finally PAUSE: an
+# operator resumes the invocation after the fix; nothing is dropped.
+report_chain = restate.Service(
+    "ReportChain",
+    description="Turns a report message into a sorted markdown table of its metrics.",
+    invocation_retry_policy=restate.InvocationRetryPolicy(
+        initial_interval=timedelta(milliseconds=500),
+        exponentiation_factor=2.0,
+        max_interval=timedelta(seconds=get_settings().invocation_retry_max_interval),
+        max_attempts=get_settings().invocation_retry_max_attempts,
+        on_max_attempts="pause",
+    ),
+)
+
+
+def _bounded(result: type[T]) -> restate.RunOptions[T]:
+    """Options of an LLM step: a few attempts with backoff, then TerminalError (-> dead letter)."""
+    s = get_settings()
+    return restate.RunOptions(
+        type_hint=result,
+        max_attempts=s.step_max_attempts,
+        initial_retry_interval=s.step_initial_interval,
+        max_retry_interval=s.step_max_interval,
+    )
+
+
+# Publishing has no attempt bound of its own: it falls back to the invocation
+# retry policy above, which pauses instead of giving up.
+PUBLISH = restate.RunOptions(type_hint=Delivery)
+
+
+@report_chain.handler("process", accept="*/*", input_serde=BytesSerde())
+async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
+    request = ctx.request()
+    invocation_id = request.id
+    intake = read_report(raw, request.headers, invocation_id, get_settings().max_message_bytes)
+    if isinstance(intake, Rejection):
+        return await _dead_letter_rejection(ctx, intake, invocation_id)
+    report = intake
+
+    report_id = report.report_id
+    done = CompletedSteps()
+    step = Step.EXTRACT
+    try:
+        extracted = await ctx.run_typed(
+            step.value, steps.extract_metrics, _bounded(ExtractResult), report=report, invocation_id=invocation_id
+        )
+        done = CompletedSteps(extract=extracted)
+        if not extracted.metrics:
+            error = "no metrics were found in the report"
+            return await _dead_letter(ctx, report, raw, invocation_id, "no_metrics", error, step, done)
+        step = Step.SORT
+        ordered = await ctx.run_typed(
+            step.value, steps.sort_metrics, _bounded(SortResult),
+            report_id=report_id, metrics=extracted.metrics, invocation_id=invocation_id,
+        )  # fmt: skip
+        done = CompletedSteps(extract=extracted, sort=ordered)
+        step = Step.FORMAT
+        table = await ctx.run_typed(
+            step.value, steps.format_table, _bounded(FormatResult),
+            report_id=report_id, metrics=ordered.metrics, invocation_id=invocation_id,
+        )  # fmt: skip
+    except TerminalError as exc:
+        return await _dead_letter(ctx, report, raw, invocation_id, "step_failed", exc.message, step, done)
+
+    record = _table_record(report, invocation_id, extracted, ordered, table)
+    delivery = await ctx.run_typed(Step.PUBLISH.value, steps.publish_table, PUBLISH, record=record)
+    log.info(
+        "report %s done: table -> %s/%s@%s, %s tokens%s",
+        report.report_id, delivery.topic, delivery.partition, delivery.offset, record.ledger.total_tokens,
+        f", ${record.ledger.cost_usd}" if record.ledger.cost_usd is not None else "",
+    )  # fmt: skip
+    return Outcome(report_id=report.report_id, outcome="table", delivery=delivery)
+
+
+def _table_record(
+    report: Report, invocation_id: str, extracted: ExtractResult, ordered: SortResult, table: FormatResult
+) -> TableRecord:
+    return TableRecord(
+        report_id=report.report_id,
+        table=table.table,
+        metrics=ordered.metrics,
+        source=report.source,
+        invocation_id=invocation_id,
+        ledger=Ledger.of([extracted.fact, ordered.fact, table.fact]),
+    )
+
+
+async def _dead_letter(
+    ctx: restate.Context,
+    report: Report,
+    raw: bytes | None,
+    invocation_id: str,
+    reason: str,
+    error: str,
+    failed_step: Step,
+    done: CompletedSteps,
+) -> Outcome:
+    letter = DeadLetter(
+        report_id=report.report_id,
+        reason=reason,
+        error=error,
+        failed_step=failed_step.value,
+        completed=done,
+        source=report.source,
+        invocation_id=invocation_id,
+        original_value=original_value(raw)[0],
+        original_encoding=original_value(raw)[1],
+    )
+    return await _publish_dead_letter(ctx, letter)
+
+
+async def _dead_letter_rejection(ctx: restate.Context, rejection: Rejection, invocation_id: str) -> Outcome:
+    letter = DeadLetter(
+        report_id=rejection.report_id,
+        reason=rejection.reason,
+        error=rejection.error,
+        source=rejection.source,
+        invocation_id=invocation_id,
+        original_value=rejection.original_value,
+        original_encoding=rejection.original_encoding,
+    )
+    return await _publish_dead_letter(ctx, letter)
+
+
+async def _publish_dead_letter(ctx: restate.Context, letter: DeadLetter) -> Outcome:
+    delivery = await ctx.run_typed(Step.DEAD_LETTER.value, steps.publish_dead_letter, PUBLISH, letter=letter)
+    log.warning(
+        "report %s dead-lettered (%s%s): %s",
+        letter.report_id, letter.reason, f" at {letter.failed_step}" if letter.failed_step else "", letter.error,
+    )  # fmt: skip
+    return Outcome(report_id=letter.report_id, outcome="dead_letter", reason=letter.reason, delivery=delivery)
