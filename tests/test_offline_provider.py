@@ -1,0 +1,158 @@
+"""The offline provider: deterministic extraction, sorting and tables, and answers that pass validation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.models import LLMUsage, Metric, Step
+from worker.providers.base import CallInfo, Provider
+from worker.providers.offline import OfflineProvider, extract_metrics, markdown_table, sort_metrics
+from worker.validation import check_grounded, check_sorted_permutation, check_table
+
+CORPUS = Path(__file__).parent / "data" / "labelled_reports.jsonl"
+
+
+def call(step: Step) -> CallInfo:
+    return CallInfo(report_id="r-1", step=step)
+
+
+def triples(metrics: list[Metric]) -> list[tuple[str, float, str]]:
+    return [(m.name, m.value, m.unit) for m in metrics]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Quarterly results: revenue was $12.5M.", [("Revenue", 12_500_000, "USD")]),
+        ("Platform: uptime 99.97% in October.", [("Uptime", 99.97, "%")]),
+        ("We had 3 incidents.", [("Incidents", 3, "")]),
+        ("Alerts: p95 API latency of 240 ms.", [("p95 API latency", 240, "ms")]),
+        ("Sales pipeline: 1,450 qualified leads.", [("Qualified leads", 1450, "")]),
+        ("the average gift was $280", [("Average gift", 280, "USD")]),
+        ("mean time to recovery 18 minutes", [("Mean time to recovery", 18, "min")]),
+        ("Die Retourenquote sank auf 6,5 % im Mai.", [("Retourenquote", 6.5, "%")]),
+    ],
+)
+def test_extract_names_metrics_from_the_words_around_them(text: str, expected: list[tuple[str, float, str]]) -> None:
+    assert triples(extract_metrics(text)) == expected
+
+
+def test_extract_a_whole_report() -> None:
+    text = (
+        "Quarterly results: revenue was $12.5M, up 22% from last year. "
+        "Operating margin reached 18% and headcount grew to 340 employees."
+    )
+    assert triples(extract_metrics(text)) == [
+        ("Revenue", 12_500_000, "USD"),
+        ("Revenue growth", 22, "%"),
+        ("Operating margin", 18, "%"),
+        ("Employees", 340, ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Quiet week: the office was closed for the holidays.",
+        "In Q3 2024 the 3rd floor team moved; see v2.1 notes from 2024-05-02.",
+        "Top 10 accounts over the last 30 days, per 1,000 users, every 5 minutes.",
+        "Ward 4 and Plant 3 reopened after a 7-day pause.",
+        "Support is 24/7 and the meeting starts at 14:00.",
+    ],
+)
+def test_extract_skips_numbers_that_are_not_metrics(text: str) -> None:
+    assert extract_metrics(text) == []
+
+
+def test_extract_names_range_ends_and_previous_values() -> None:
+    assert triples(extract_metrics("Delivery time was 10-12 days.")) == [
+        ("Delivery time (low)", 10, "days"),
+        ("Delivery time (high)", 12, "days"),
+    ]
+    assert triples(extract_metrics("Build time fell from 14 to 9 minutes.")) == [
+        ("Build time (previous)", 14, "min"),
+        ("Build time", 9, "min"),
+    ]
+
+
+def test_extract_keeps_negative_values() -> None:
+    metrics = extract_metrics("Operating loss was -$3.2M versus -$4.0M last quarter.")
+    assert triples(metrics) == [
+        ("Operating loss", -3_200_000, "USD"),
+        ("Operating loss (last quarter)", -4_000_000, "USD"),
+    ]
+
+
+def test_sort_is_descending_and_stable() -> None:
+    metrics = [
+        Metric(name="a", value=1),
+        Metric(name="b", value=5),
+        Metric(name="c", value=-2),
+        Metric(name="d", value=5),
+        Metric(name="e", value=0.5),
+    ]
+    assert [m.name for m in sort_metrics(metrics)] == ["b", "d", "a", "e", "c"]
+
+
+def test_table_renders_readable_values_and_escapes_pipes() -> None:
+    metrics = [
+        Metric(name="Revenue", value=12_500_000, unit="USD"),
+        Metric(name="Accuracy", value=0.873),
+        Metric(name="Gross | net", value=42.0, unit="%"),
+        Metric(name="Loss", value=-3.5e6, unit="EUR"),
+    ]
+    assert markdown_table(metrics) == (
+        "| Metric | Value | Unit |\n"
+        "|---|---:|---|\n"
+        "| Revenue | 12,500,000 | USD |\n"
+        "| Accuracy | 0.873 |  |\n"
+        "| Gross \\| net | 42 | % |\n"
+        "| Loss | -3,500,000 | EUR |"
+    )
+
+
+def test_table_of_no_metrics_is_a_header() -> None:
+    assert markdown_table([]) == "| Metric | Value | Unit |\n|---|---:|---|"
+
+
+def test_provider_protocol_usage_and_call_counter() -> None:
+    provider: Provider = OfflineProvider()  # mypy checks the protocol; the asserts check the behaviour
+    assert provider.name == "offline"
+    assert all(provider.model_for(step) is None for step in Step)
+    before = OfflineProvider.calls.copy()
+
+    async def run() -> tuple[list[Metric], list[Metric], str, list[LLMUsage]]:
+        extracted = await provider.extract("revenue was $12.5M and 3 incidents", call(Step.EXTRACT))
+        ordered = await provider.sort([Metric(name="a", value=1), Metric(name="b", value=2)], call(Step.SORT))
+        table = await provider.format_table(ordered.value, call(Step.FORMAT))
+        await provider.extract("uptime 99.9%", call(Step.EXTRACT))
+        return extracted.value, ordered.value, table.value, [extracted.usage, ordered.usage, table.usage]
+
+    extracted, ordered, table, usages = asyncio.run(run())
+    assert triples(extracted) == [("Revenue", 12_500_000, "USD"), ("Incidents", 3, "")]
+    assert [m.name for m in ordered] == ["b", "a"]
+    assert table.startswith("| Metric | Value | Unit |")
+    assert usages == [LLMUsage(model=None, response_id=None, prompt_tokens=0, completion_tokens=0)] * 3
+    assert OfflineProvider.calls[Step.EXTRACT] - before[Step.EXTRACT] == 2
+    assert OfflineProvider.calls[Step.SORT] - before[Step.SORT] == 1
+    assert OfflineProvider.calls[Step.FORMAT] - before[Step.FORMAT] == 1
+
+
+def test_extraction_is_deterministic() -> None:
+    text = CORPUS.read_text(encoding="utf-8")
+    assert extract_metrics(text) == extract_metrics(text)
+
+
+def test_offline_answers_pass_validation_on_every_labelled_report() -> None:
+    """The offline chain must never produce an answer the steps would reject."""
+    for line in CORPUS.read_text(encoding="utf-8").splitlines():
+        message = json.loads(line)["message"]
+        extracted = extract_metrics(message)
+        check_grounded(extracted, message)
+        ordered = sort_metrics(extracted)
+        check_sorted_permutation(extracted, ordered)
+        check_table(ordered, markdown_table(ordered))
