@@ -1,0 +1,470 @@
+"""A small, real OpenAI-compatible HTTP server for tests and load runs.
+
+It speaks `POST /v1/chat/completions` (and `/chat/completions`) over real HTTP on
+127.0.0.1, so the worker's provider, the openai SDK and httpx are exercised for
+real. Tests script what it does per (report id, step) and read back what it saw:
+
+    server = LLMServer().start()
+    server.script("r1", Step.EXTRACT, [Status(500), Correct()])
+    ...
+    assert len(server.successful_calls("r1", "extract")) == 1
+
+Calls are attributed by the `X-Report-Id` / `X-Report-Step` headers the provider
+sends (falling back to the prompt). With nothing scripted every call gets a
+correct answer: the offline extractor's metrics, sorted by value, and the offline
+provider's markdown table, so the server can also serve load tests:
+
+    python -m tests.llm_server --port 8765 --latency 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from worker.models import Metric, Step
+from worker.providers.offline import extract_metrics, markdown_table
+from worker.providers.openai_compat import METRICS_TAG, REPORT_TAG, undelimit
+
+log = logging.getLogger(__name__)
+
+COMPLETION_PATHS = ("/v1/chat/completions", "/chat/completions")
+
+
+# --- Behaviours: what the server does for one call ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Correct:
+    """A correct answer. `metrics` (extract, sort) or `table` (format) override the computed one."""
+
+    metrics: Sequence[Metric | Mapping[str, Any]] | None = None
+    table: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    """An HTTP error: `body` (dict -> JSON, str -> verbatim) defaults to an OpenAI-style error object."""
+
+    code: int
+    body: Mapping[str, Any] | str | None = None
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Wait `seconds` (longer than the client's timeout), then answer correctly to whoever is still listening."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A 200 whose content is not JSON."""
+
+    content: str = "Sure! Here are the metrics you asked for: revenue was about 12.5M."
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A 200 with arbitrary content: a dict or list is sent as JSON, a str verbatim (e.g. hallucinated, unsorted)."""
+
+    content: Mapping[str, Any] | Sequence[Any] | str
+
+
+@dataclass(frozen=True)
+class RejectJsonSchema:
+    """A 400 like a server without structured outputs, for a json_schema request; other requests answer correctly."""
+
+
+Behaviour = Correct | Status | Hang | Malformed | Answer | RejectJsonSchema
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as the server saw it."""
+
+    seq: int
+    path: str
+    report_id: str
+    step: str
+    model: str
+    response_format: str | None
+    """The request's `response_format.type`: json_schema, json_object, or None."""
+    messages: list[dict[str, Any]]
+    body: dict[str, Any]
+    headers: dict[str, str]
+    """Request headers, with Authorization redacted."""
+    behaviour: Behaviour
+    status: int
+    response_id: str | None
+    successful: bool
+    """Answered 200 with a correct answer, in time (a Hang's late answer does not count)."""
+    received_at: float
+
+    @property
+    def prompt(self) -> str:
+        """All message contents joined, for assertions about what the model was told."""
+        return "\n".join(str(m.get("content", "")) for m in self.messages)
+
+
+def _step_key(step: Step | str) -> str:
+    if isinstance(step, Step):
+        return step.short
+    for known in Step:
+        if step == known.value:
+            return known.short
+    return step
+
+
+# --- The server -----------------------------------------------------------------------------------
+
+
+class LLMServer:
+    """The scriptable server. Thread-safe: scripts and the call log may be used while requests are served."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0) -> None:
+        self.host = host
+        self.port = port
+        self.latency = latency
+        """Seconds added to every call (benchmarks)."""
+        self._lock = threading.Lock()
+        self._scripts: dict[tuple[str, str], deque[Behaviour]] = defaultdict(deque)
+        self._calls: list[Call] = []
+        self._seq = itertools.count(1)
+        self._response_ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What OPENAI_BASE_URL should be set to."""
+        return f"{self.url}/v1"
+
+    def start(self) -> LLMServer:
+        handler = type("Handler", (_Handler,), {"app": self})
+        self._httpd = _HTTPServer((self.host, self.port), handler)
+        self.port = self._httpd.server_address[1]
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="llm-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes hanging calls
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> LLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- scripting and the call log --
+
+    def script(self, report_id: str, step: Step | str, behaviours: Sequence[Behaviour]) -> None:
+        """Queue behaviours for the next calls of (report id, step); once used up, calls answer `Correct()`."""
+        with self._lock:
+            self._scripts[(report_id, _step_key(step))].extend(behaviours)
+
+    def pending(self, report_id: str, step: Step | str) -> list[Behaviour]:
+        """Scripted behaviours not consumed yet."""
+        with self._lock:
+            return list(self._scripts.get((report_id, _step_key(step)), ()))
+
+    def reset(self) -> None:
+        """Forget scripts and the call log (between tests); latency is kept."""
+        with self._lock:
+            self._scripts.clear()
+            self._calls.clear()
+
+    def calls(self, report_id: str | None = None, step: Step | str | None = None) -> list[Call]:
+        with self._lock:
+            calls = list(self._calls)
+        key = None if step is None else _step_key(step)
+        return [c for c in calls if report_id in (None, c.report_id) and key in (None, c.step)]
+
+    def successful_calls(self, report_id: str | None = None, step: Step | str | None = None) -> list[Call]:
+        return [c for c in self.calls(report_id, step) if c.successful]
+
+    # -- request handling (runs on the server's threads) --
+
+    def _next_behaviour(self, report_id: str, step: str) -> Behaviour:
+        with self._lock:
+            queue = self._scripts.get((report_id, step))
+            return queue.popleft() if queue else Correct()
+
+    def _record(self, call: Call) -> None:
+        with self._lock:
+            self._calls.append(call)
+
+    def _respond(self, path: str, headers: Mapping[str, str], body: dict[str, Any]) -> _Reply:
+        messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
+        response_format = (body.get("response_format") or {}).get("type")
+        report_id = unquote(headers.get("x-report-id", ""))
+        step = headers.get("x-report-step") or _guess_step(messages, body)
+        model = str(body.get("model", ""))
+        behaviour = self._next_behaviour(report_id, step)
+
+        api_key = headers.get("authorization", "").removeprefix("Bearer ")
+        reply = self._apply(behaviour, step, report_id, model, messages, response_format, api_key)
+        self._record(
+            Call(
+                seq=next(self._seq),
+                path=path,
+                report_id=report_id,
+                step=step,
+                model=model,
+                response_format=response_format,
+                messages=messages,
+                body=body,
+                headers={k: ("***" if k == "authorization" else v) for k, v in headers.items()},
+                behaviour=behaviour,
+                status=reply.status,
+                response_id=reply.response_id,
+                successful=reply.correct and not isinstance(behaviour, Hang),
+                received_at=time.time(),
+            )
+        )
+        # Recorded before any delay, so a test sees the call as soon as its client gives up.
+        if isinstance(behaviour, Hang):
+            self._stopping.wait(behaviour.seconds)
+        if self.latency:
+            self._stopping.wait(self.latency)
+        return reply
+
+    def _apply(
+        self,
+        behaviour: Behaviour,
+        step: str,
+        report_id: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        response_format: str | None,
+        api_key: str,
+    ) -> _Reply:
+        if isinstance(behaviour, Status):
+            body = behaviour.body if behaviour.body is not None else _error_body(behaviour.code, api_key)
+            return _Reply(behaviour.code, body, dict(behaviour.headers or {}))
+        if isinstance(behaviour, RejectJsonSchema) and response_format == "json_schema":
+            return _Reply(400, _REJECT_JSON_SCHEMA)
+        if isinstance(behaviour, Malformed):
+            return self._completion(model, messages, behaviour.content, correct=False)
+        if isinstance(behaviour, Answer):
+            content = behaviour.content if isinstance(behaviour.content, str) else json.dumps(behaviour.content)
+            return self._completion(model, messages, content, correct=False)
+        correct = behaviour if isinstance(behaviour, Correct) else Correct()
+        try:
+            answer = _correct_answer(correct, step, messages)
+        except ValueError as err:
+            return _Reply(400, {"error": {"message": str(err), "type": "invalid_request_error", "param": None}})
+        return self._completion(model, messages, json.dumps(answer), correct=True)
+
+    def _completion(self, model: str, messages: list[dict[str, Any]], content: str, *, correct: bool) -> _Reply:
+        response_id = f"chatcmpl-{next(self._response_ids)}"
+        prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
+        completion_tokens = len(content) // 4 + 1
+        body = {
+            "id": response_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_llm_server",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return _Reply(200, body, {"x-request-id": f"req_{response_id}"}, response_id=response_id, correct=correct)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: Mapping[str, Any] | str
+    headers: Mapping[str, str] | None = None
+    response_id: str | None = None
+    correct: bool = False
+
+
+_REJECT_JSON_SCHEMA = {
+    "error": {
+        "message": "response_format of type 'json_schema' is not supported by this model; use 'json_object' or 'text'",
+        "type": "invalid_request_error",
+        "param": "response_format",
+        "code": "unsupported_parameter",
+    }
+}
+
+
+def _error_body(code: int, api_key: str) -> dict[str, Any]:
+    kind = {401: "invalid_api_key", 429: "rate_limit_exceeded"}.get(code)
+    message = {
+        # Echoes the credential it rejected, the worst a server can do: the client must not repeat it.
+        401: f"Incorrect API key provided: {api_key}",
+        429: "Rate limit reached for requests. Please try again later.",
+    }.get(code, f"simulated HTTP {code}")
+    return {"error": {"message": message, "type": kind or "server_error", "param": None, "code": kind}}
+
+
+def _guess_step(messages: list[dict[str, Any]], body: Mapping[str, Any]) -> str:
+    """The step of a request without X-Report-Step headers, from the prompt's shape."""
+    text = "\n".join(str(m.get("content", "")) for m in messages)
+    if f"<{REPORT_TAG}>" in text:
+        return Step.EXTRACT.short
+    schema = json.dumps(body.get("response_format") or {})
+    if '"table"' in schema or "markdown table" in text:
+        return Step.FORMAT.short
+    if f"<{METRICS_TAG}>" in text:
+        return Step.SORT.short
+    return "unknown"
+
+
+def _delimited(tag: str, messages: list[dict[str, Any]]) -> str:
+    for message in messages:
+        if message.get("role") == "user" and (found := undelimit(tag, str(message.get("content", "")))) is not None:
+            return found
+    raise ValueError(f"no <{tag}> block in the user messages")
+
+
+def _prompt_metrics(messages: list[dict[str, Any]]) -> list[Metric]:
+    payload = json.loads(_delimited(METRICS_TAG, messages))
+    return [Metric.model_validate(m) for m in payload["metrics"]]
+
+
+def _correct_answer(correct: Correct, step: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scripted answer, else the offline provider's (its pure functions: OfflineProvider counts calls for tests)."""
+    if step in (Step.EXTRACT.short, Step.SORT.short) and correct.metrics is not None:
+        metrics = [m if isinstance(m, Metric) else Metric.model_validate(m) for m in correct.metrics]
+        return {"metrics": [m.model_dump() for m in metrics]}
+    if step == Step.FORMAT.short and correct.table is not None:
+        return {"table": correct.table}
+    if step == Step.EXTRACT.short:
+        return {"metrics": [m.model_dump() for m in extract_metrics(_delimited(REPORT_TAG, messages))]}
+    if step == Step.SORT.short:
+        ordered = sorted(_prompt_metrics(messages), key=lambda m: m.value, reverse=True)
+        return {"metrics": [m.model_dump() for m in ordered]}
+    if step == Step.FORMAT.short:
+        return {"table": markdown_table(_prompt_metrics(messages))}
+    raise ValueError(f"cannot tell which step this request is for (step={step!r})")
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # load tests open many connections at once
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like a real API
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid the delayed-ACK stall
+    app: LLMServer
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        body_bytes = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if path not in COMPLETION_PATHS:
+            self._send(_Reply(404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}}))
+            return
+        try:
+            body = json.loads(body_bytes)
+            if not isinstance(body, dict):
+                raise ValueError("the request body is not a JSON object")
+        except ValueError as err:
+            self._send(
+                _Reply(400, {"error": {"message": f"invalid JSON body: {err}", "type": "invalid_request_error"}})
+            )
+            return
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            reply = self.app._respond(path, headers, body)
+        except Exception as err:
+            # A bug here (or a missing offline provider) must reach the test as a visible 500, not a dropped socket.
+            log.exception("llm server failed to answer")
+            reply = _Reply(500, {"error": {"message": f"llm server bug: {err!r}", "type": "server_error"}})
+        self._send(reply)
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] in ("/v1/models", "/models"):
+            model = {"id": "llm-server", "object": "model", "created": 0, "owned_by": "tests"}
+            self._send(_Reply(200, {"object": "list", "data": [model]}))
+        else:
+            self._send(_Reply(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}}))
+
+    def _send(self, reply: _Reply) -> None:
+        is_text = isinstance(reply.body, str)
+        payload = (reply.body if isinstance(reply.body, str) else json.dumps(reply.body)).encode()
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "text/plain" if is_text else "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in (reply.headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a Hang past its timeout)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.llm_server",
+        description="A local OpenAI-compatible chat-completions server that answers every report correctly "
+        "(offline extractor, sort by value, markdown table). Point the worker at it with "
+        "OPENAI_BASE_URL=http://HOST:PORT/v1 and any OPENAI_API_KEY.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port to bind, 0 for any free port (default: %(default)s)"
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    server = LLMServer(args.host, args.port, latency=args.latency).start()
+    print(
+        f"llm server listening: OPENAI_BASE_URL={server.base_url} (latency {args.latency:g}s); Ctrl-C to stop",
+        flush=True,
+    )
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    print(f"served {len(server.calls())} calls", flush=True)
+
+
+if __name__ == "__main__":
+    main()
