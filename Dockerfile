@@ -1,0 +1,46 @@
+# The report-chain image. docker-compose.yml runs it twice: as the worker
+# (`python -m worker`, the default command) and as the one-shot
+# `python -m devstack setup`, so both come from the one `pip install .`.
+
+# A patch release on a named Debian release: rebuilds get the same interpreter and libc.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+# A virtualenv is one self-contained directory that the runtime stage copies whole.
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+
+# Dependencies first, read from pyproject.toml alone, so editing the code does not
+# re-download openai, confluent-kafka and pydantic on every build.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+
+# Then the project itself (worker, producer, devstack; see packages.find in pyproject.toml).
+# Not editable: the runtime image carries installed packages, not this source tree.
+COPY . .
+RUN pip install . \
+    && python -c "import worker, producer, devstack"
+
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# A fixed numeric uid, so orchestrators that insist on non-root (runAsNonRoot) can verify it.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --create-home --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+USER 10001:10001
+
+# The Restate endpoint (HTTP/2) and GET /health share this port; WORKER_BIND sets it.
+EXPOSE 9080
+# slim has no curl: ask Python. The port follows WORKER_BIND so an override keeps the check honest.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('WORKER_BIND', '0.0.0.0:9080').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2)"]
+
+CMD ["python", "-m", "worker"]
