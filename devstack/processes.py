@@ -91,7 +91,7 @@ class ManagedProcess:
                     "or run `make down` if it is an old stack."
                 )
 
-    def start(self, argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> int:
+    def start(self, argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
         self.check_ports_free()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
@@ -103,7 +103,7 @@ class ManagedProcess:
                 env=env, cwd=cwd, start_new_session=True,
             )  # fmt: skip
         self.pid_file.write_text(f"{proc.pid}\n")
-        return proc.pid
+        return proc
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Send a signal to the process (tests use SIGKILL to simulate crashes)."""

@@ -48,25 +48,26 @@ class Stack:
     def start(self, component: Component, timeout: float = 60.0) -> None:
         """Start one component unless it runs, and wait until it is healthy."""
         proc = component.process
-        if proc.is_running() and self._wait_healthy(component, timeout):
+        if proc.is_running() and self._wait_healthy(component, lambda: not proc.is_running(), timeout):
             return
         # Not running, or it died while we waited (for instance right after a kill -9).
         component.prepare()
         started = time.monotonic()
-        pid = proc.start(component.argv(), component.env())
-        if not self._wait_healthy(component, timeout):
+        child = proc.start(component.argv(), component.env())
+        # Our own child: poll() is exact, even while the JVM launcher re-executes itself.
+        if not self._wait_healthy(component, lambda: child.poll() is not None, timeout):
             raise StackError(
                 f"{component.name} exited during start-up; last lines of {proc.log_file}:\n{proc.log_tail()}"
             )
         self.log(
-            f"started {component.name:<8} pid {pid:<7} in {time.monotonic() - started:4.1f} s  (log: {proc.log_file})"
+            f"started {component.name:<8} pid {child.pid:<7} in {time.monotonic() - started:4.1f} s  (log: {proc.log_file})"
         )
 
-    def _wait_healthy(self, component: Component, timeout: float) -> bool:
+    def _wait_healthy(self, component: Component, exited: Callable[[], bool], timeout: float) -> bool:
         """True once healthy, False if the process exits first; raises after `timeout`."""
         deadline = time.monotonic() + timeout
         while not component.healthy():
-            if not component.process.is_running():
+            if exited():
                 return False
             if time.monotonic() > deadline:
                 raise StackError(

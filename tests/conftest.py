@@ -11,6 +11,7 @@ import pytest
 
 from devstack.config import StackConfig
 from tests.harness import TestStack
+from tests.llm_server import LLMServer
 
 
 @pytest.fixture(scope="session")
@@ -29,4 +30,36 @@ def stack() -> Iterator[TestStack]:
 def offline_stack(stack: TestStack) -> TestStack:
     """The stack with the worker on the offline provider (the default)."""
     stack.use_worker_env()
+    return stack
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[LLMServer]:
+    """A real OpenAI-compatible HTTP server on a free port, scripted per test."""
+    server = LLMServer().start()
+    yield server
+    server.stop()
+
+
+# A recognisable fake key: tests assert it never shows up in records or logs.
+TEST_API_KEY = "sk-test-SECRET-0123456789abcdef"
+
+
+@pytest.fixture
+def openai_stack(stack: TestStack, llm_server: LLMServer) -> TestStack:
+    """The stack with the worker on the OpenAI provider, pointed at the test LLM server."""
+    llm_server.reset()
+    llm_server.latency = 0.0
+    stack.use_worker_env(
+        {
+            "LLM_PROVIDER": "openai",
+            "OPENAI_API_KEY": TEST_API_KEY,
+            "OPENAI_BASE_URL": llm_server.base_url,
+            "LLM_MODEL": "test-model",
+            "LLM_TIMEOUT_SECONDS": "2",
+            "STEP_MAX_ATTEMPTS": "3",
+            "LLM_PRICE_PROMPT_PER_1K": "0.15",
+            "LLM_PRICE_COMPLETION_PER_1K": "0.6",
+        }
+    )
     return stack

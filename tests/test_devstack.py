@@ -31,7 +31,7 @@ def test_a_taken_port_gives_an_error_that_names_it(tmp_path: Path) -> None:
 
 def test_start_and_stop_leave_no_process_behind(tmp_path: Path) -> None:
     proc = _sleeper(tmp_path, [])
-    pid = proc.start(SLEEP, env={})
+    pid = proc.start(SLEEP, env={}).pid
     assert proc.pid() == pid
     assert proc.stop() is True
     assert proc.pid() is None

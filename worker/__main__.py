@@ -10,9 +10,11 @@ import sys
 
 import hypercorn.asyncio
 from hypercorn.config import Config
+from restate.server import install_shutdown_hook
 
 from worker.app import create_app
 from worker.logs import configure
+from worker.publisher import close_publisher
 from worker.settings import get_settings
 
 log = logging.getLogger("worker")
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     config.bind = [args.bind or settings.worker_bind]
     # Restate keeps HTTP/2 streams open for long-running invocations.
     config.keep_alive_timeout = 600
-    config.graceful_timeout = 5
+    config.graceful_timeout = 3
     config.accesslog = None
     # Route hypercorn's own messages through our logging setup (one format, one stream).
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -48,9 +50,21 @@ def main(argv: list[str] | None = None) -> int:
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, shutdown.set)
-        await hypercorn.asyncio.serve(create_app(), config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+        # The SDK keeps one SIGTERM dispatcher per loop (it tells running invocations
+        # to wind down); a plain add_signal_handler would be replaced by it.
+        install_shutdown_hook(loop, shutdown.set, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, shutdown.set)
+        server = asyncio.create_task(
+            hypercorn.asyncio.serve(create_app(), config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+        )
+        await shutdown.wait()
+        # Restate keeps idle HTTP/2 connections open, which hypercorn would wait on
+        # forever. Stopping mid-attempt is safe: Restate retries it from the journal.
+        try:
+            await asyncio.wait_for(server, timeout=config.graceful_timeout + 1)
+        except TimeoutError:
+            log.info("connections still open after %.0f s; stopping anyway", config.graceful_timeout)
+        close_publisher()
 
     asyncio.run(serve())
     log.info("worker stopped")

@@ -36,7 +36,10 @@ class PublishError(RuntimeError):
 class Publisher:
     def __init__(self, config: dict[str, str]) -> None:
         self._config = {**DEFAULTS, **config, **REQUIRED}
-        self._producer = Producer({**self._config, "error_cb": self._on_error})
+        # librdkafka's own log lines go through Python logging (one format, one stream).
+        self._producer = Producer(
+            {**self._config, "error_cb": self._on_error, "logger": logging.getLogger("librdkafka")}
+        )
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._poller.start()

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from restate.exceptions import RetryableError, TerminalError
 
+from worker import faults
 from worker.attempts import attempts
 from worker.models import (
     DeadLetter,
@@ -152,7 +153,9 @@ def _encode(record: TableRecord | DeadLetter) -> bytes:
 
 
 async def publish_table(record: TableRecord) -> Delivery:
-    return await get_publisher().publish(get_settings().tables_topic, record.report_id, _encode(record))
+    delivery = await get_publisher().publish(get_settings().tables_topic, record.report_id, _encode(record))
+    faults.after_publish(record.report_id)  # off unless FAULT_CRASH_AFTER_PUBLISH is set (tests, chaos runs)
+    return delivery
 
 
 async def publish_dead_letter(letter: DeadLetter) -> Delivery:
