@@ -1,0 +1,348 @@
+"""`report-results` (`python -m producer.results`): print the worker's tables and dead letters.
+
+The reader assigns partitions itself under a unique, never-committed group id, so
+it cannot disturb any other consumer. Publishing is at-least-once (DESIGN.md,
+guarantee 4): a report id is shown once even when its record appears twice.
+
+Exit codes: 0 done; 1 Kafka error, or --id values that did not arrive before
+--timeout; 2 usage error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from pydantic import ValidationError
+
+from producer.cli import positive_float, positive_int
+from producer.kafka import consumer_config, describe
+from worker.models import DeadLetter, TableRecord
+
+log = logging.getLogger("producer.results")
+librdkafka_log = logging.getLogger("producer.results.librdkafka")
+
+ResultKind = Literal["table", "dead_letter"]
+METADATA_TIMEOUT_S = 10.0
+
+
+class ReaderError(RuntimeError):
+    """Kafka could not be read (unreachable, missing topic, fatal client error)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One report's outcome as read from Kafka."""
+
+    kind: ResultKind
+    report_id: str
+    record: TableRecord | DeadLetter
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    """The output record's broker timestamp (for end-to-end latency)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "report_id": self.report_id, **self.record.model_dump(mode="json")}
+
+    def render(self) -> str:
+        """Human form: the report id as a heading, then the table or the dead-letter reason."""
+        if isinstance(self.record, TableRecord):
+            body = self.record.table.rstrip()
+        else:
+            where = f" at {self.record.failed_step}" if self.record.failed_step else ""
+            body = f"DEAD LETTER {self.record.reason}{where}: {self.record.error}"
+        return f"## {self.report_id}\n{body}\n"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    tables_topic: str = "tables"
+    dlq_topic: str = "reports.dlq"
+    from_beginning: bool = True
+    follow: bool = False
+    """Keep reading new records; otherwise stop at the end offsets that existed at start."""
+    ids: frozenset[str] = frozenset()
+    """Only these report ids; the read ends when all have arrived (or at the timeout)."""
+    timeout: float | None = None
+    max_results: int | None = None
+
+
+@dataclass
+class ReadSummary:
+    results: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    """Records that are not valid table / dead-letter values."""
+    missing: list[str] = field(default_factory=list)
+    """Requested ids that did not arrive."""
+    timed_out: bool = False
+
+
+def read_results(
+    config: Mapping[str, str],
+    options: ReadOptions = ReadOptions(),
+    on_result: Callable[[Result], None] | None = None,
+    stop: threading.Event | None = None,
+) -> ReadSummary:
+    """Read tables and dead letters, calling `on_result` once per report id, as they arrive.
+
+    `config` is a consumer config (see producer.kafka.consumer_config). Raises ReaderError
+    when Kafka cannot be read. `stop` ends the read early from another thread.
+    """
+    consumer = Consumer({**config, "error_cb": _on_error(set()), "logger": librdkafka_log})
+    try:
+        return _Read(consumer, options, on_result or (lambda _: None), stop).run()
+    finally:
+        consumer.close()
+
+
+class _Read:
+    def __init__(
+        self,
+        consumer: Consumer,
+        options: ReadOptions,
+        on_result: Callable[[Result], None],
+        stop: threading.Event | None,
+    ) -> None:
+        self.consumer = consumer
+        self.options = options
+        self.on_result = on_result
+        self.stop = stop
+        self.summary = ReadSummary()
+        self.seen: set[str] = set()
+        self.catching_up: set[tuple[str, int]] = set()
+        self.ends: dict[tuple[str, int], int] = {}
+
+    def run(self) -> ReadSummary:
+        deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
+        self._assign(
+            METADATA_TIMEOUT_S if self.options.timeout is None else min(METADATA_TIMEOUT_S, self.options.timeout)
+        )
+        while not self._done():
+            if self.stop is not None and self.stop.is_set():
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self.summary.timed_out = True
+                break
+            message = self.consumer.poll(0.2 if remaining is None else min(0.2, remaining))
+            if message is not None:
+                self._handle(message)
+        self.summary.missing = sorted(self.options.ids - self.seen)
+        return self.summary
+
+    def _assign(self, timeout: float) -> None:
+        assignment = []
+        for topic in (self.options.tables_topic, self.options.dlq_topic):
+            for partition in _partitions(self.consumer, topic, timeout):
+                low, high = watermark_offsets(self.consumer, TopicPartition(topic, partition), timeout)
+                start = low if self.options.from_beginning else high
+                self.ends[(topic, partition)] = high
+                if start < high:
+                    self.catching_up.add((topic, partition))
+                assignment.append(TopicPartition(topic, partition, start))
+        self.consumer.assign(assignment)
+
+    def _done(self) -> bool:
+        o = self.options
+        if o.max_results is not None and self.summary.results >= o.max_results:
+            return True
+        if o.ids:
+            return o.ids <= self.seen
+        return not o.follow and not self.catching_up
+
+    def _handle(self, message: Message) -> None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                self.catching_up.discard((topic or "", partition or 0))
+            elif error.fatal():
+                raise ReaderError(f"kafka: {error.str()}")
+            else:
+                log.warning("kafka: %s", error.str())
+            return
+        if topic is None or partition is None or offset is None:
+            return  # only error events lack coordinates
+        if offset + 1 >= self.ends.get((topic, partition), 0):
+            self.catching_up.discard((topic, partition))
+        result = self._parse(message, topic, partition, offset)
+        if result is None:
+            self.summary.skipped += 1
+            return
+        if self.options.ids and result.report_id not in self.options.ids:
+            return
+        if result.report_id in self.seen:
+            self.summary.duplicates += 1
+            return
+        self.seen.add(result.report_id)
+        self.summary.results += 1
+        self.on_result(result)
+
+    def _parse(self, message: Message, topic: str, partition: int, offset: int) -> Result | None:
+        kind: ResultKind = "table" if topic == self.options.tables_topic else "dead_letter"
+        model = TableRecord if kind == "table" else DeadLetter
+        try:
+            record: TableRecord | DeadLetter = model.model_validate_json(message.value() or b"")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            log.warning("skipping %s[%d]@%d: not a %s record: %s", topic, partition, offset, kind, first["msg"])
+            return None
+        key = message.key()
+        report_id = key.decode("utf-8", errors="replace") if key else record.report_id
+        timestamp_type, timestamp = message.timestamp()
+        return Result(
+            kind=kind,
+            report_id=report_id,
+            record=record,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=timestamp if timestamp_type != TIMESTAMP_NOT_AVAILABLE else None,
+        )
+
+
+def watermark_offsets(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """(low, high) offsets of a partition, retrying for up to `timeout` seconds.
+
+    Right after a topic is created the broker briefly answers "not leader for partition".
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=max(0.1, deadline - time.monotonic()))
+            return int(low), int(high)
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+                raise ReaderError(f"cannot read the offsets of {tp.topic}[{tp.partition}]: {reason}") from None
+            time.sleep(0.2)
+
+
+def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        raise ReaderError(f"cannot reach Kafka: {exc.args[0].str() if exc.args else exc}") from None
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None:
+        reason = info.error.str() if info is not None and info.error is not None else "unknown topic"
+        raise ReaderError(f"cannot read topic {topic}: {reason}")
+    return sorted(info.partitions)
+
+
+def _on_error(seen: set[int]) -> Callable[[KafkaError], None]:
+    def on_error(error: KafkaError) -> None:
+        # librdkafka repeats an error on every reconnect attempt: say each kind once.
+        if error.code() not in seen:
+            seen.add(error.code())
+            log.warning("kafka: %s", error.str())
+
+    return on_error
+
+
+# --- command line -----------------------------------------------------------------------------
+
+EPILOG = """\
+examples:
+  report-results                          everything published so far, then exit
+  report-results --follow                 ... and keep printing new results
+  report-results --id r-1 --id r-2 --timeout 60
+                                          wait for these reports (exit 1 if one is missing)
+  report-results --json | jq .            one JSON object per line: {"kind", "report_id", ...record}
+
+Kafka client settings come from KAFKA_* environment variables, as for the worker.
+exit codes: 0 done, 1 Kafka error or --id values missing at --timeout, 2 usage error,
+130 interrupted.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="report-results",
+        description="Print the worker's results: tables and dead letters, once per report id.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--tables-topic", default=os.environ.get("TABLES_TOPIC", "tables"), help="default: $TABLES_TOPIC or %(default)s"
+    )
+    parser.add_argument(
+        "--dlq-topic",
+        default=os.environ.get("DEAD_LETTER_TOPIC", "reports.dlq"),
+        help="default: $DEAD_LETTER_TOPIC or %(default)s",
+    )
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-beginning", dest="from_beginning", action="store_true", default=True, help="read all results (default)"
+    )
+    start.add_argument(
+        "--from-now", dest="from_beginning", action="store_false", help="only results published from now on"
+    )
+    parser.add_argument("--follow", action="store_true", help="keep reading; default: stop when caught up")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+    parser.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="print only this report id and wait until it arrives (repeatable)",
+    )
+    parser.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="stop after SECONDS")
+    parser.add_argument("--max", type=positive_int, metavar="N", help="stop after N results")
+    parser.add_argument("--bootstrap-server", metavar="HOST:PORT", help="default: $KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also show the (redacted) Kafka config and client logs"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO if args.verbose else logging.WARNING, format="report-results: %(message)s"
+    )
+    librdkafka_log.setLevel(logging.WARNING if args.verbose else logging.CRITICAL + 1)
+    config = consumer_config(args.bootstrap_server)
+    log.info("kafka config: %s", describe(config))
+    options = ReadOptions(
+        tables_topic=args.tables_topic,
+        dlq_topic=args.dlq_topic,
+        from_beginning=args.from_beginning,
+        follow=args.follow,
+        ids=frozenset(args.ids),
+        timeout=args.timeout,
+        max_results=args.max,
+    )
+
+    def show(result: Result) -> None:
+        print(json.dumps(result.to_json(), ensure_ascii=False) if args.json else result.render(), flush=True)
+
+    try:
+        summary = read_results(config, options, show)
+    except ReaderError as exc:
+        print(f"report-results: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if summary.missing and summary.timed_out:
+        shown = ", ".join(summary.missing[:10]) + (" ..." if len(summary.missing) > 10 else "")
+        print(f"report-results: {len(summary.missing)} report(s) did not arrive: {shown}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
