@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start what is not running, wait until healthy, then run setup")
+    sub.add_parser("demo", help="up, then send the sample reports and print their tables (what `make run` does)")
     sub.add_parser("down", help="stop the processes `up` started")
     sub.add_parser("status", help="show which stack processes run")
     restart = sub.add_parser("restart", help="restart one component (e.g. the worker after changing its environment)")
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             c = stack.cfg
             print(f"stack is up in {seconds:.1f} s: Kafka {c.kafka_bootstrap}, Restate UI {c.admin_url}, "
                   f"ingress {c.ingress_url}, worker {c.worker_url}")  # fmt: skip
+        elif args.command == "demo":
+            from devstack.demo import run_demo
+
+            return run_demo(stack)
         elif args.command == "down":
             stack.down()
         elif args.command == "restart":
