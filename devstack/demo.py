@@ -44,7 +44,8 @@ What next:
   Restate UI (invocations, journals):  {cfg.admin_url}
   send a report:       .venv/bin/report-producer 'Revenue was $4.2M with 310 customers and 97.5% uptime.'
   send a file:         .venv/bin/report-producer --file my-reports.jsonl
-  with kcat:           echo '{{"id": "k1", "message": "Churn fell to 2.1%"}}' | kcat -b {cfg.kafka_bootstrap} -t reports -P
+  with kcat:           echo '{{"id": "k1", "message": "Churn fell to 2.1%"}}' \\
+                         | kcat -b {cfg.kafka_bootstrap} -t reports -P
   read results:        .venv/bin/report-results --follow
   pipeline status:     make status
   stop everything:     make down

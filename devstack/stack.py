@@ -59,9 +59,8 @@ class Stack:
             raise StackError(
                 f"{component.name} exited during start-up; last lines of {proc.log_file}:\n{proc.log_tail()}"
             )
-        self.log(
-            f"started {component.name:<8} pid {child.pid:<7} in {time.monotonic() - started:4.1f} s  (log: {proc.log_file})"
-        )
+        elapsed = time.monotonic() - started
+        self.log(f"started {component.name:<8} pid {child.pid:<7} in {elapsed:4.1f} s  (log: {proc.log_file})")
 
     def _wait_healthy(self, component: Component, exited: Callable[[], bool], timeout: float) -> bool:
         """True once healthy, False if the process exits first; raises after `timeout`."""
