@@ -197,7 +197,9 @@ def down_endpoint(stack: TestStack) -> Iterator[ResettingEndpoint]:
 def test_an_endpoint_that_is_down_dead_letters_every_report_after_three_calls(
     openai_stack: TestStack, down_endpoint: ResettingEndpoint
 ) -> None:
-    openai_stack.use_worker_env({**openai_stack.worker_env, "OPENAI_BASE_URL": f"http://127.0.0.1:{down_endpoint.port}/v1"})
+    openai_stack.use_worker_env(
+        {**openai_stack.worker_env, "OPENAI_BASE_URL": f"http://127.0.0.1:{down_endpoint.port}/v1"}
+    )
     ids = [unique("llm-endpoint-down") for _ in range(3)]
     for report_id in ids:
         openai_stack.send({"id": report_id, "message": REPORT}, key=report_id)

@@ -106,11 +106,20 @@ async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
     record = _table_record(report, invocation_id, extracted, ordered, table)
     delivery = await ctx.run_typed(Step.PUBLISH.value, steps.publish_table, PUBLISH, record=record)
     log.info(
-        "report %s done: table -> %s/%s@%s, %s tokens%s",
-        report.report_id, delivery.topic, delivery.partition, delivery.offset, record.ledger.total_tokens,
-        f", ${record.ledger.cost_usd}" if record.ledger.cost_usd is not None else "",
+        "report %s outcome=table invocation=%s -> %s/%s@%s %s",
+        report_id, invocation_id, delivery.topic, delivery.partition, delivery.offset, _ledger_summary(record.ledger),
     )  # fmt: skip
     return Outcome(report_id=report.report_id, outcome="table", delivery=delivery)
+
+
+def _ledger_summary(ledger: Ledger) -> str:
+    """One compact line: per-step latency/attempts/tokens, then totals (no report text, no secrets)."""
+    steps = " ".join(
+        f"{Step(f.step).short}={f.latency_ms:.0f}ms/{f.attempts}x/{f.prompt_tokens + f.completion_tokens}tok"
+        for f in ledger.steps
+    )
+    cost = f" cost=${ledger.cost_usd:.6f}" if ledger.cost_usd is not None else ""
+    return f"{steps} tokens={ledger.total_tokens}{cost}"
 
 
 def _table_record(
@@ -166,7 +175,8 @@ async def _dead_letter_rejection(ctx: restate.Context, rejection: Rejection, inv
 async def _publish_dead_letter(ctx: restate.Context, letter: DeadLetter) -> Outcome:
     delivery = await ctx.run_typed(Step.DEAD_LETTER.value, steps.publish_dead_letter, PUBLISH, letter=letter)
     log.warning(
-        "report %s dead-lettered (%s%s): %s",
-        letter.report_id, letter.reason, f" at {letter.failed_step}" if letter.failed_step else "", letter.error,
+        "report %s outcome=dead_letter invocation=%s reason=%s%s: %s",
+        letter.report_id, letter.invocation_id, letter.reason,
+        f" step={Step(letter.failed_step).short}" if letter.failed_step else "", letter.error,
     )  # fmt: skip
     return Outcome(report_id=letter.report_id, outcome="dead_letter", reason=letter.reason, delivery=delivery)
