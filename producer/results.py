@@ -120,7 +120,10 @@ class _Read:
         self.on_result = on_result
         self.stop = stop
         self.summary = ReadSummary()
-        self.seen: set[str] = set()
+        self.seen: dict[str, ResultKind] = {}
+        # Dead letters wait until the tables topic has caught up: a replayed report
+        # has both a dead letter and, later, a table, and the table is its outcome.
+        self.held: dict[str, Result] = {}
         self.catching_up: set[tuple[str, int]] = set()
         self.ends: dict[tuple[str, int], int] = {}
 
@@ -139,7 +142,10 @@ class _Read:
             message = self.consumer.poll(0.2 if remaining is None else min(0.2, remaining))
             if message is not None:
                 self._handle(message)
-        self.summary.missing = sorted(self.options.ids - self.seen)
+            if self.held and not self._tables_catching_up():
+                self._release_held()
+        self._release_held()  # stopped early: show what is known
+        self.summary.missing = sorted(self.options.ids - self.seen.keys())
         return self.summary
 
     def _assign(self, timeout: float) -> None:
@@ -159,7 +165,7 @@ class _Read:
         if o.max_results is not None and self.summary.results >= o.max_results:
             return True
         if o.ids:
-            return o.ids <= self.seen
+            return o.ids <= self.seen.keys()
         return not o.follow and not self.catching_up
 
     def _handle(self, message: Message) -> None:
@@ -183,10 +189,32 @@ class _Read:
             return
         if self.options.ids and result.report_id not in self.options.ids:
             return
-        if result.report_id in self.seen:
+        if result.kind == "dead_letter" and self._tables_catching_up():
+            if result.report_id in self.held or result.report_id in self.seen:
+                self.summary.duplicates += 1
+            else:
+                self.held[result.report_id] = result
+            return
+        if result.kind == "table" and self.held.pop(result.report_id, None) is not None:
+            self.summary.duplicates += 1  # the dead letter this table supersedes
+        self._emit(result)
+
+    def _tables_catching_up(self) -> bool:
+        return any(topic == self.options.tables_topic for topic, _ in self.catching_up)
+
+    def _release_held(self) -> None:
+        held, self.held = self.held, {}
+        for result in held.values():
+            self._emit(result)
+
+    def _emit(self, result: Result) -> None:
+        previous = self.seen.get(result.report_id)
+        # Once per report id; but a table after a shown dead letter (a replay that
+        # succeeded while following) is news: it is shown too.
+        if previous == "table" or (previous == "dead_letter" and result.kind == "dead_letter"):
             self.summary.duplicates += 1
             return
-        self.seen.add(result.report_id)
+        self.seen[result.report_id] = result.kind
         self.summary.results += 1
         self.on_result(result)
 

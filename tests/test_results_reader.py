@@ -196,3 +196,19 @@ def test_help_and_usage_errors() -> None:
         assert option in result.stdout
     assert run_results(["--max", "0"], "127.0.0.1:1").returncode == 2
     assert run_results(["--from-now", "--from-beginning"], "127.0.0.1:1").returncode == 2
+
+
+def test_a_replayed_report_shows_its_table_not_its_earlier_dead_letter(stack: TestStack) -> None:
+    # The dead letter comes first; the table arrives much later on a topic with more data
+    # than one fetch, as after `producer.replay`. The report's outcome is the table.
+    report_id = unique("res-replayed")
+    stack.send(encode(dead_letter(report_id)), key=report_id, topic=DLQ)
+    filler = encode(table_record(unique("res-filler")))
+    for _ in range(3000):
+        stack.send(filler, key="filler", topic=TABLES)
+    stack.send(encode(table_record(report_id)), key=report_id, topic=TABLES)
+    stack.flush()
+    result = run_results(["--json", "--id", report_id, "--timeout", "30"], stack.cfg.kafka_bootstrap)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert [(line["report_id"], line["kind"]) for line in lines] == [(report_id, "table")]

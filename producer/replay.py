@@ -1,0 +1,396 @@
+"""`python -m producer.replay`: send selected dead letters back to the input topic, after a fix.
+
+Each selected dead letter's ORIGINAL value goes back to the reports topic with the
+same report id, so its outcome replaces the dead letter under the same key:
+- a JSON object that carries its `id` is re-sent byte for byte;
+- plain text, or a JSON object without an `id` (the report id was derived from the
+  record's coordinates, `reports/<partition>/<offset>`), is sent as
+  `{"id": <report id>, "message": <text>}`, because a new record has new coordinates.
+Values that can never be a report (null, not UTF-8, empty, JSON that is not a report
+object) and originals the dead letter stored truncated are skipped, with the reason.
+A report id that already has a table published after its dead letter is skipped too,
+so running the same replay twice does not process a report twice.
+
+Exit codes: 0 every selected dead letter was re-sent or skipped for a stated reason;
+1 Kafka error, a re-sent record not delivered, or a --report-id without a dead letter;
+2 usage error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from pydantic import ValidationError
+
+from producer.kafka import consumer_config, describe, producer_config
+from worker.intake import MAX_ORIGINAL_BYTES, Rejection, read_report
+from worker.models import DeadLetter
+
+log = logging.getLogger("producer.replay")
+librdkafka_log = logging.getLogger("producer.replay.librdkafka")
+
+REPLAY_HEADER = "replay-of"
+"""Header naming the dead letter a replayed record came from (for people reading the topic)."""
+
+
+class ReplayError(RuntimeError):
+    """Kafka could not be read or written."""
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One dead-letter record with where it was stored."""
+
+    letter: DeadLetter
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    reasons: frozenset[str] = frozenset()
+    report_ids: frozenset[str] = frozenset()
+    since_ms: int | None = None
+    """Only dead letters whose record timestamp is at or after this (epoch ms)."""
+
+    def matches(self, letter: Letter) -> bool:
+        return (
+            (not self.reasons or letter.letter.reason in self.reasons)
+            and (not self.report_ids or letter.letter.report_id in self.report_ids)
+            and (self.since_ms is None or letter.timestamp_ms >= self.since_ms)
+        )
+
+
+@dataclass(frozen=True)
+class Skip:
+    why: str
+
+
+# --- What to send -----------------------------------------------------------------------------
+
+
+def original_bytes(letter: DeadLetter) -> bytes | Skip:
+    """The input record's value as the worker received it."""
+    value, encoding = letter.original_value, letter.original_encoding
+    if value is None or encoding == "none":
+        return Skip("the original value was null (a tombstone)")
+    if encoding == "base64":
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            return Skip("the stored original is not valid base64")
+        truncated = len(raw) >= MAX_ORIGINAL_BYTES
+    else:
+        raw = value.encode("utf-8")
+        truncated = len(value) >= MAX_ORIGINAL_BYTES
+    # The worker keeps at most MAX_ORIGINAL_BYTES of the original: a cut-off report is a different report.
+    if truncated:
+        return Skip(f"the dead letter holds only the first {MAX_ORIGINAL_BYTES} bytes/characters of the original")
+    return raw
+
+
+def replay_value(letter: DeadLetter) -> bytes | Skip:
+    """The record value to re-send, keeping the report id, or why there is none."""
+    raw = original_bytes(letter)
+    if isinstance(raw, Skip):
+        return raw
+    # The worker's own intake, minus the size limit (replays often follow a raised limit):
+    # what it rejects here it would reject again.
+    intake = read_report(raw, {}, letter.report_id, sys.maxsize)
+    if isinstance(intake, Rejection):
+        return Skip(f"the original cannot be a report ({intake.reason}: {intake.error})")
+    if intake.report_id != letter.report_id:
+        return Skip(f"the original names another report id ({intake.report_id!r})")
+    if _has_id(raw):
+        return raw
+    return json.dumps({"id": letter.report_id, "message": intake.message}, ensure_ascii=False).encode()
+
+
+def _has_id(raw: bytes) -> bool:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return False  # plain text
+    return isinstance(value, dict) and value.get("id") is not None
+
+
+# --- Reading the topics -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def scan(consumer: Consumer, topic: str, since_ms: int | None, timeout: float) -> Iterator[Record]:
+    """Every record of `topic` (from `since_ms` when given) up to the end offsets at the start."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        raise ReplayError(f"cannot reach Kafka: {exc}") from None
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None:
+        raise ReplayError(f"cannot read topic {topic}: {info.error.str() if info and info.error else 'unknown topic'}")
+    ends: dict[int, int] = {}
+    starts = []
+    for partition in sorted(info.partitions):
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            start = low
+            if since_ms is not None:
+                # The first offset with a timestamp >= since (-1 when there is none).
+                found = consumer.offsets_for_times([TopicPartition(topic, partition, since_ms)], timeout=timeout)[0]
+                start = found.offset if found.offset >= 0 else high
+        except KafkaException as exc:
+            raise ReplayError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from None
+        if start < high:
+            ends[partition] = high
+            starts.append(TopicPartition(topic, partition, start))
+    consumer.assign(starts)
+    deadline = time.monotonic() + timeout
+    try:
+        while ends:
+            if time.monotonic() > deadline:
+                raise ReplayError(f"reading {topic} did not finish within {timeout:g} s")
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error, partition, offset = message.error(), message.partition(), message.offset()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF and partition is not None:
+                    ends.pop(partition, None)
+                elif error.fatal():
+                    raise ReplayError(f"kafka: {error.str()}")
+                continue
+            if partition is None or offset is None:
+                continue  # only error events lack coordinates
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
+            yield Record(partition, offset, message.key(), message.value(), message.timestamp()[1])
+    finally:
+        consumer.unassign()
+
+
+def read_dead_letters(consumer: Consumer, topic: str, since_ms: int | None, timeout: float) -> dict[str, Letter]:
+    """The latest dead letter per report id."""
+    latest: dict[str, Letter] = {}
+    for record in scan(consumer, topic, since_ms, timeout):
+        try:
+            letter = DeadLetter.model_validate_json(record.value or b"")
+        except ValidationError:
+            log.warning("skipping %s/%d/%d: not a dead-letter record", topic, record.partition, record.offset)
+            continue
+        entry = Letter(letter, topic, record.partition, record.offset, record.timestamp_ms)
+        previous = latest.get(letter.report_id)
+        if previous is None or (entry.timestamp_ms, entry.offset) >= (previous.timestamp_ms, previous.offset):
+            latest[letter.report_id] = entry
+    return latest
+
+
+def tables_since(consumer: Consumer, topic: str, since_ms: int, timeout: float) -> dict[str, int]:
+    """Report id -> timestamp of its newest table, for tables published at or after `since_ms`."""
+    found: dict[str, int] = {}
+    for record in scan(consumer, topic, since_ms, timeout):
+        if record.key is not None:
+            report_id = record.key.decode("utf-8", errors="replace")
+            found[report_id] = max(found.get(report_id, 0), record.timestamp_ms)
+    return found
+
+
+# --- Sending ----------------------------------------------------------------------------------
+
+
+def send_all(producer: Producer, topic: str, records: Sequence[tuple[Letter, bytes]], timeout: float) -> list[str]:
+    """Produce each record (key = report id) and wait for the broker; returns one error per record not delivered."""
+    errors: list[str] = []
+    acked: set[str] = set()
+
+    def on_delivery(error: KafkaError | None, message: Message) -> None:
+        key = (message.key() or b"").decode("utf-8", errors="replace")
+        if error is None:
+            acked.add(key)
+        else:
+            errors.append(f"{key}: {error.str()}")
+
+    for entry, value in records:
+        headers: list[tuple[str, str | bytes | None]] = [(REPLAY_HEADER, entry.where)]
+        try:
+            producer.produce(
+                topic, key=entry.letter.report_id.encode(), value=value, headers=headers, on_delivery=on_delivery
+            )
+        except (KafkaException, BufferError) as exc:
+            errors.append(f"{entry.letter.report_id}: {exc}")
+        producer.poll(0)
+    producer.flush(timeout)
+    failed = {e.split(": ", 1)[0] for e in errors}
+    for entry, _ in records:
+        rid = entry.letter.report_id
+        if rid not in acked and rid not in failed:
+            errors.append(f"{rid}: not delivered within {timeout:g} s")
+    return errors
+
+
+# --- Command line -----------------------------------------------------------------------------
+
+EPILOG = """\
+Selectors combine: --reason and --report-id may repeat (any of the values), and all
+given selectors must match. Without a selector, --all is required.
+
+examples:
+  python -m producer.replay --reason too_large --dry-run
+  python -m producer.replay --reason step_failed --since 2h
+  python -m producer.replay --report-id q3 --report-id reports/2/17
+  python -m producer.replay --all --since 2024-05-01T08:00:00+00:00
+
+Kafka client settings come from KAFKA_* environment variables, as for the worker.
+exit codes: 0 done, 1 Kafka error, a record not delivered or a --report-id without a dead
+letter, 2 usage error, 130 interrupted.
+"""
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`30m`, `2h`, `1d` (ago) or an ISO 8601 time (local time when it has no offset)."""
+    match = _DURATION_RE.fullmatch(text.strip())
+    if match is not None:
+        ago = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        return (now or datetime.now(UTC)) - ago
+    try:
+        return datetime.fromisoformat(text.strip()).astimezone()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO time or a duration like 30m, 2h, 1d; got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m producer.replay",
+        description="Re-send selected dead letters from the dead-letter topic to the input topic, "
+        "keeping each report's id, so a fixed worker can process them again.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--reason", action="append", default=[], metavar="R", help="dead-letter reason (repeatable)")
+    parser.add_argument("--report-id", action="append", default=[], metavar="ID", help="report id (repeatable)")
+    parser.add_argument(
+        "--since", type=parse_since, metavar="WHEN", help="dead letters recorded since an ISO time or 30m / 2h / 1d ago"
+    )
+    parser.add_argument("--all", action="store_true", help="every dead letter (required when no selector is given)")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be re-sent; send nothing")
+    parser.add_argument(
+        "--topic",
+        default=os.environ.get("REPORTS_TOPIC", "reports"),
+        help="where to re-send (default: $REPORTS_TOPIC or %(default)s)",
+    )
+    parser.add_argument(
+        "--dlq-topic",
+        default=os.environ.get("DEAD_LETTER_TOPIC", "reports.dlq"),
+        help="default: $DEAD_LETTER_TOPIC or %(default)s",
+    )
+    parser.add_argument(
+        "--tables-topic",
+        default=os.environ.get("TABLES_TOPIC", "tables"),
+        help="checked for reports already resolved (default: $TABLES_TOPIC or %(default)s)",
+    )
+    parser.add_argument("--bootstrap-server", metavar="HOST:PORT", help="default: $KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="bound for reading and for delivery (60)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show the (redacted) Kafka config")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    selectors = bool(args.reason or args.report_id or args.since)
+    if args.all == selectors:
+        parser.error("choose dead letters with --reason / --report-id / --since, or pass --all (not both)")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO if args.verbose else logging.WARNING, format="replay: %(message)s"
+    )
+    librdkafka_log.setLevel(logging.WARNING if args.verbose else logging.CRITICAL + 1)
+    since_ms = None if args.since is None else int(args.since.timestamp() * 1000)
+    selection = Selection(frozenset(args.reason), frozenset(args.report_id), since_ms)
+    try:
+        return _replay(args, selection)
+    except ReplayError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _replay(args: argparse.Namespace, selection: Selection) -> int:
+    consumer_props = consumer_config(args.bootstrap_server, group_prefix="report-replay")
+    log.info("kafka config: %s", describe(consumer_props))
+    consumer = Consumer({**consumer_props, "logger": librdkafka_log})
+    try:
+        letters = read_dead_letters(consumer, args.dlq_topic, selection.since_ms, args.timeout)
+        selected = sorted(
+            (e for e in letters.values() if selection.matches(e)), key=lambda e: (e.timestamp_ms, e.offset)
+        )
+        first = min((e.timestamp_ms for e in selected), default=None)
+        tables = {} if first is None else tables_since(consumer, args.tables_topic, first, args.timeout)
+    finally:
+        consumer.close()
+
+    to_send: list[tuple[Letter, bytes]] = []
+    skipped = 0
+    for entry in selected:
+        rid, reason = entry.letter.report_id, entry.letter.reason
+        outcome: bytes | Skip = (
+            Skip("a table was published after the dead letter")
+            if tables.get(rid, -1) >= entry.timestamp_ms
+            else replay_value(entry.letter)
+        )
+        if isinstance(outcome, Skip):
+            skipped += 1
+            print(f"skipped  {rid} ({reason}): {outcome.why}")
+        else:
+            to_send.append((entry, outcome))
+            print(f"{'would re-send' if args.dry_run else 're-send'}  {rid} ({reason}, from {entry.where})")
+
+    missing = sorted(selection.report_ids - letters.keys())
+    for rid in missing:
+        print(f"replay: no dead letter for report id {rid!r} in {args.dlq_topic}", file=sys.stderr)
+
+    errors: list[str] = []
+    if to_send and not args.dry_run:
+        producer = Producer({**producer_config(args.bootstrap_server), "logger": librdkafka_log})
+        errors = send_all(producer, args.topic, to_send, args.timeout)
+    sent = 0 if args.dry_run else len(to_send) - len(errors)
+    dry = f" (dry run: {len(to_send)} would be re-sent, nothing sent)" if args.dry_run else ""
+    print(f"selected {len(selected)}, re-sent {sent}, skipped {skipped}, failed {len(errors)}{dry}")
+    for error in errors:
+        print(f"replay: not delivered: {error}", file=sys.stderr)
+    return 1 if errors or missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
