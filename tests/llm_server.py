@@ -26,6 +26,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -144,6 +145,7 @@ class LLMServer:
         self._calls: list[Call] = []
         self._seq = itertools.count(1)
         self._response_ids = itertools.count(1)
+        self._instance = uuid.uuid4().hex[:8]
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -283,7 +285,8 @@ class LLMServer:
         return self._completion(model, messages, json.dumps(answer), correct=True)
 
     def _completion(self, model: str, messages: list[dict[str, Any]], content: str, *, correct: bool) -> _Reply:
-        response_id = f"chatcmpl-{next(self._response_ids)}"
+        # Unique across server instances too: tests match journaled ids against this server's log.
+        response_id = f"chatcmpl-{self._instance}-{next(self._response_ids)}"
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
         completion_tokens = len(content) // 4 + 1
         body = {
