@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 KAFKA_LIBS := .cache/kafka-libs
 
 .DEFAULT_GOAL := help
-.PHONY: help deps up down status run test lint typecheck unit bench chaos clean
+.PHONY: help deps up down status ps run test lint typecheck bench bench-status chaos clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,7 +36,10 @@ up: deps  ## start Kafka, restate-server and the worker (what is not running), t
 down:  ## stop what `make up` started
 	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
 
-status: deps  ## pipeline status: invocations, paused work, lag
+status: deps  ## pipeline status: invocations by state, paused work, step latency, lag
+	$(PY) -m producer.status
+
+ps: deps  ## which local stack processes run
 	$(PY) -m devstack status
 
 run: deps  ## the demo: start the stack, send sample reports, print their tables
@@ -54,6 +57,9 @@ test: lint typecheck  ## lint, type-check, then the whole suite against real Kaf
 
 bench: deps  ## benchmarks (not part of `make test`)
 	$(PY) -m bench
+
+bench-status: deps  ## `status` against 10,000 invocations (a load measurement, not part of `make test`)
+	$(VENV)/bin/pytest -m bench -s tests/test_status.py
 
 chaos: deps  ## chaos soak (not part of `make test`)
 	$(PY) -m bench.chaos

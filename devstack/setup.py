@@ -24,12 +24,13 @@ HANDLER = "process"
 
 @dataclass(frozen=True)
 class SetupConfig:
-    kafka: dict[str, str] = field(default_factory=kafka_properties)
+    # repr=False: these may hold sasl.password.
+    kafka: dict[str, str] = field(default_factory=kafka_properties, repr=False)
     """librdkafka properties for this process's admin client."""
     restate_admin_url: str = "http://127.0.0.1:9070"
     worker_url: str = "http://127.0.0.1:9080"
     restate_kafka_cluster: str = "local"
-    restate_kafka_properties: dict[str, str] = field(default_factory=dict)
+    restate_kafka_properties: dict[str, str] = field(default_factory=dict, repr=False)
     """How Restate reaches Kafka; defaults to `kafka` (same brokers and security settings)."""
     subscription_group_id: str = "report-chain"
     reports_topic: str = "reports"
@@ -102,11 +103,18 @@ def ensure_kafka_cluster(client: httpx.Client, cfg: SetupConfig, log: Callable[[
     if current.status_code == 404:
         client.post("/kafka-clusters", json={"name": name, "properties": props}).raise_for_status()
         log(f"registered Kafka cluster {name!r} with Restate ({props['bootstrap.servers']})")
-    elif current.json().get("properties") != props:
+    elif not _same_properties(current.json().get("properties", {}), props):
         client.patch(f"/kafka-clusters/{name}", json={"properties": props}).raise_for_status()
         log(f"updated Kafka cluster {name!r} ({props['bootstrap.servers']})")
     else:
         current.raise_for_status()
+
+
+def _same_properties(registered: dict[str, str], wanted: dict[str, str]) -> bool:
+    # Restate shows secrets as "***": those cannot be compared, the rest can.
+    if registered.keys() != wanted.keys():
+        return False
+    return all(value == "***" or value == wanted[key] for key, value in registered.items())
 
 
 def register_deployment(client: httpx.Client, cfg: SetupConfig, log: Callable[[str], None]) -> None:

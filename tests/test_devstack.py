@@ -58,3 +58,15 @@ def test_kill_is_seen_as_not_running(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not proc.is_running()
     assert "starting sleeper" in proc.log_file.read_text()
+
+
+def test_setup_compares_kafka_properties_around_secrets_restate_hides() -> None:
+    from devstack.setup import SetupConfig, _same_properties
+
+    wanted = {"bootstrap.servers": "b:9092", "sasl.username": "u", "sasl.password": "pw"}
+    assert _same_properties({"bootstrap.servers": "b:9092", "sasl.username": "***", "sasl.password": "***"}, wanted)
+    assert not _same_properties(
+        {"bootstrap.servers": "other:9092", "sasl.username": "***", "sasl.password": "***"}, wanted
+    )
+    assert not _same_properties({"bootstrap.servers": "b:9092"}, wanted)
+    assert "pw" not in repr(SetupConfig(kafka=wanted, restate_kafka_properties=wanted))
