@@ -420,3 +420,28 @@ def test_server_runs_standalone_help() -> None:
         check=False,
     )
     assert done.returncode == 0 and "--latency" in done.stdout
+
+
+def test_calls_beyond_the_concurrency_limit_wait_for_a_slot_not_for_their_deadline(llm: LLMServer) -> None:
+    # 12 calls, 3 slots, 0.3 s per answer, a 1 s deadline: the last calls wait 0.9 s for a
+    # slot; that wait must not count against their deadline.
+    settings = Settings(
+        openai_api_key=SecretStr(API_KEY),
+        openai_base_url=llm.base_url,
+        llm_timeout_seconds=TIMEOUT,
+        llm_model=MODEL,
+        llm_max_concurrency=3,
+    )
+    provider = OpenAIProvider(settings)
+    llm.latency = 0.3
+
+    async def sort_all() -> list[object]:
+        calls = [provider.sort(METRICS, CallInfo(report_id=f"slots-{i}", step=Step.SORT)) for i in range(12)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    started = time.monotonic()
+    results = asyncio.run(sort_all())
+    elapsed = time.monotonic() - started
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert elapsed >= 4 * 0.3 - 0.05  # 12 calls through 3 slots: at least 4 rounds
+    assert len(llm.calls()) == 12

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     llm_model_sort: str | None = None
     llm_model_format: str | None = None
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    llm_max_concurrency: int = Field(default=100, ge=1, description="LLM calls in flight per worker process.")
     llm_price_prompt_per_1k: float | None = Field(default=None, ge=0)
     llm_price_completion_per_1k: float | None = Field(default=None, ge=0)
     openai_api_key: SecretStr | None = None

@@ -222,6 +222,11 @@ class OpenAIProvider:
         # The client is bound to the event loop that created it (its connection pool is), so keep the loop too.
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        # At most this many calls in flight per process. A call waits for a slot *before*
+        # its deadline starts: under a backlog (hundreds of invocations released at once
+        # after a restart) an unbounded client times out every call and nothing gets through.
+        self._max_concurrency = settings.llm_max_concurrency
+        self._slots: asyncio.Semaphore | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(base_url={safe_url(self._base_url)!r}, model={self._model!r})"
@@ -268,6 +273,7 @@ class OpenAIProvider:
                 timeout=self._timeout,
                 max_retries=0,  # Restate is the only retry owner.
             )
+            self._slots = asyncio.Semaphore(self._max_concurrency)
             self._client_loop = loop
         return self._client
 
@@ -296,12 +302,15 @@ class OpenAIProvider:
     ) -> ChatCompletion:
         """One HTTP request. Status errors are mapped, except a 400 in json_schema mode (the caller may fall back)."""
         headers = {"X-Report-Id": quote(call.report_id, safe="/:"), "X-Report-Step": call.step.short}
+        client = self._get_client()
+        assert self._slots is not None
         try:
-            # A total deadline: the SDK's timeout bounds each read, not a server that trickles bytes.
-            async with asyncio.timeout(self._timeout):
-                return await self._get_client().chat.completions.create(
-                    model=model, messages=messages, response_format=response_format, extra_headers=headers
-                )
+            async with self._slots:
+                # A total deadline: the SDK's timeout bounds each read, not a server that trickles bytes.
+                async with asyncio.timeout(self._timeout):
+                    return await client.chat.completions.create(
+                        model=model, messages=messages, response_format=response_format, extra_headers=headers
+                    )
         except openai.BadRequestError as err:
             if response_format["type"] == "json_schema":
                 raise
