@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,3 +219,31 @@ def test_worker_log_names_provider_and_model_but_never_the_key(openai_stack: Tes
     log = openai_stack.stack.worker.process.log_file.read_text()
     assert "provider=openai model=test-model" in log
     assert TEST_API_KEY not in log
+
+
+def test_an_attempt_cut_short_by_a_crash_does_not_use_up_the_step_budget(
+    openai_stack: TestStack, llm_server: LLMServer
+) -> None:
+    # Budget 2: the first attempt fails for real (500), the second hangs and the worker is
+    # killed meanwhile. The interrupted attempt left nothing in the journal, so after the
+    # restart attempt 2 runs again and succeeds: a table, not a dead letter.
+    openai_stack.use_worker_env({**openai_stack.worker_env, "STEP_MAX_ATTEMPTS": "2", "LLM_TIMEOUT_SECONDS": "30"})
+    report_id = unique("llm-crash-budget")
+    llm_server.script(report_id, "extract", [Status(500), Hang(60)])
+    openai_stack.send({"id": report_id, "message": REPORT}, key=report_id)
+    openai_stack.flush()
+    deadline = time.monotonic() + 30
+    while len(llm_server.calls(report_id, "extract")) < 2:
+        assert time.monotonic() < deadline, "the second attempt never reached the LLM server"
+        time.sleep(0.05)
+    openai_stack.stack.worker.process.kill()
+    openai_stack.stack.up()
+
+    (record,) = openai_stack.outputs.wait_for([report_id], timeout=90)[report_id]
+    assert record.topic == "tables", record.json()
+    assert record.json()["ledger"]["steps"][0]["attempts"] == 2
+    assert len(llm_server.calls(report_id, "extract")) == 3  # 500, the hung call cut off by the kill, success
+    # Every attempt is in the journal: the failed one and the successful one (the cut-off one left nothing).
+    journal = openai_stack.journal(record.json()["invocation_id"])
+    runs = [e["name"] for e in journal if e["entry_type"] == "Command: Run"]
+    assert runs == ["Extract metrics", "Extract metrics", "Sort metrics", "Format as table", "Publish table"]

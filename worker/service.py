@@ -10,8 +10,9 @@ the dead-letter topic instead, so every record has exactly one outcome.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import restate
 from restate.exceptions import TerminalError
@@ -53,15 +54,36 @@ report_chain = restate.Service(
 )
 
 
-def _bounded(result: type[T]) -> restate.RunOptions[T]:
-    """Options of an LLM step: a few attempts with backoff, then TerminalError (-> dead letter)."""
+async def _attempts(
+    ctx: restate.Context, step: Step, action: Callable[..., Coroutine[Any, Any, T]], result: type[T], **kwargs: Any
+) -> T:
+    """Run an LLM step: one journaled `ctx.run` per attempt, a durable sleep between attempts.
+
+    Each attempt's outcome is journaled, failures included, so attempts are counted
+    exactly (a crash mid-attempt costs nothing) and a repair hint survives restarts.
+    Raises TerminalError when the step gives up.
+    """
     s = get_settings()
-    return restate.RunOptions(
-        type_hint=result,
-        max_attempts=s.step_max_attempts,
-        initial_retry_interval=s.step_initial_interval,
-        max_retry_interval=s.step_max_interval,
-    )
+    repair_hint: str | None = None
+    for attempt in range(1, s.step_max_attempts + 1):
+        try:
+            return await ctx.run_typed(
+                step.value,
+                action,
+                restate.RunOptions(type_hint=result),
+                attempt=attempt,
+                repair_hint=repair_hint,
+                **kwargs,
+            )
+        except TerminalError as exc:
+            failure = steps.AttemptFailure.of(exc)
+            if not failure.retryable or attempt == s.step_max_attempts:
+                raise TerminalError(f"{exc.message} (attempt {attempt} of {s.step_max_attempts})") from None
+            repair_hint = failure.repair_hint
+            backoff = min(s.step_retry_initial_interval * 2 ** (attempt - 1), s.step_retry_max_interval)
+            delay = failure.retry_after_s if failure.retry_after_s is not None else backoff
+            await ctx.sleep(timedelta(seconds=delay), name=f"{step.value}: retry")
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 # Publishing has no attempt bound of its own: it falls back to the invocation
@@ -82,24 +104,20 @@ async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
     done = CompletedSteps()
     step = Step.EXTRACT
     try:
-        extracted = await ctx.run_typed(
-            step.value, steps.extract_metrics, _bounded(ExtractResult), report=report, invocation_id=invocation_id
-        )
+        extracted = await _attempts(ctx, step, steps.extract_metrics, ExtractResult, report=report)
         done = CompletedSteps(extract=extracted)
         if not extracted.metrics:
             error = "no metrics were found in the report"
             return await _dead_letter(ctx, report, raw, invocation_id, "no_metrics", error, step, done)
         step = Step.SORT
-        ordered = await ctx.run_typed(
-            step.value, steps.sort_metrics, _bounded(SortResult),
-            report_id=report_id, metrics=extracted.metrics, invocation_id=invocation_id,
-        )  # fmt: skip
+        ordered = await _attempts(
+            ctx, step, steps.sort_metrics, SortResult, report_id=report_id, metrics=extracted.metrics
+        )
         done = CompletedSteps(extract=extracted, sort=ordered)
         step = Step.FORMAT
-        table = await ctx.run_typed(
-            step.value, steps.format_table, _bounded(FormatResult),
-            report_id=report_id, metrics=ordered.metrics, invocation_id=invocation_id,
-        )  # fmt: skip
+        table = await _attempts(
+            ctx, step, steps.format_table, FormatResult, report_id=report_id, metrics=ordered.metrics
+        )
     except TerminalError as exc:
         return await _dead_letter(ctx, report, raw, invocation_id, "step_failed", exc.message, step, done)
 

@@ -1,12 +1,12 @@
 """The chain's steps as plain async functions: pydantic models in, pydantic models out.
 
-The Restate handler (worker/service.py) runs each one inside `ctx.run_typed`, so
-a finished step is journaled and never runs again. A step validates the
-provider's answer *before* returning it, so nothing invalid is ever journaled,
-and translates failures into what Restate understands:
-- a plain exception: retry with the step's backoff, bounded by its max attempts;
-- `RetryableError(retry_after=...)`: retry after the delay the server advised;
-- `TerminalError`: give up now (the handler then dead-letters the report).
+Each call of an LLM step is ONE attempt, run by the handler (worker/service.py)
+inside its own `ctx.run_typed`. It either returns the validated result (nothing
+invalid is ever journaled) or raises `TerminalError` describing the failure
+(`AttemptFailure` in its metadata). Restate journals that failure too, and the
+handler decides: try again after a durable sleep, or give up and dead-letter.
+Journaling failed attempts keeps a crash from eating the attempt budget: an
+attempt a crash interrupted leaves nothing in the journal and simply runs again.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from restate.exceptions import RetryableError, TerminalError
+from pydantic import BaseModel
+from restate.exceptions import TerminalError
 
 from worker import faults
-from worker.attempts import attempts
 from worker.models import (
     DeadLetter,
     Delivery,
@@ -49,42 +49,59 @@ from worker.validation import ValidationFailed, check_grounded, check_sorted_per
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Honour a server's Retry-After, within reason: a bogus hour must not park a report.
 MAX_RETRY_AFTER = timedelta(minutes=5)
 
 
-class StepAttemptFailed(Exception):
-    """One attempt of a step failed in a way worth retrying."""
+class AttemptFailure(BaseModel):
+    """Why one attempt failed, carried in the journaled TerminalError's metadata."""
+
+    retryable: bool
+    repair_hint: str | None = None
+    """The validation error, quoted back to the model on the next attempt."""
+    retry_after_s: float | None = None
+    """The delay the server advised (429 Retry-After)."""
+
+    def error(self, message: str) -> TerminalError:
+        metadata = {"retryable": "true" if self.retryable else "false"}
+        if self.repair_hint is not None:
+            metadata["repair_hint"] = self.repair_hint
+        if self.retry_after_s is not None:
+            metadata["retry_after_s"] = f"{self.retry_after_s:.3f}"
+        return TerminalError(message, status_code=500 if self.retryable else 400, metadata=metadata)
+
+    @classmethod
+    def of(cls, error: TerminalError) -> AttemptFailure:
+        metadata = error.metadata or {}
+        retry_after = metadata.get("retry_after_s")
+        return cls(
+            retryable=metadata.get("retryable") == "true",
+            repair_hint=metadata.get("repair_hint"),
+            retry_after_s=float(retry_after) if retry_after else None,
+        )
 
 
 async def _ask(
-    invocation_id: str,
-    report_id: str,
-    step: Step,
+    call: CallInfo,
     ask: Callable[[CallInfo], Awaitable[Answer[T]]],
     validate: Callable[[T], None],
 ) -> tuple[T, StepFact]:
-    """Call the provider once, validate the answer, and account for it."""
+    """One attempt: call the provider, validate the answer, and account for it."""
     provider = get_provider()
-    call = attempts.begin(invocation_id, report_id, step)
+    step = call.step
     started = time.perf_counter()
     try:
         answer = await ask(call)
         validate(answer.value)
     except (ValidationFailed, InvalidAnswerError) as exc:
-        # Ask again with the error quoted back to the model; this counts as an attempt.
-        attempts.fail(invocation_id, step, repair_hint=str(exc))
-        raise StepAttemptFailed(f"{step.value}: invalid answer: {exc}") from None
+        raise AttemptFailure(retryable=True, repair_hint=str(exc)).error(
+            f"{step.value}: invalid answer: {exc}"
+        ) from None
     except TransientProviderError as exc:
-        attempts.fail(invocation_id, step)
-        if exc.retry_after is not None:
-            # Honour the server's advice, within reason: a bogus hour-long Retry-After must not park a report.
-            delay = min(exc.retry_after, MAX_RETRY_AFTER)
-            raise RetryableError(f"{step.value}: {exc}", retry_after=delay) from None
-        raise StepAttemptFailed(f"{step.value}: {exc}") from None
+        delay = None if exc.retry_after is None else min(exc.retry_after, MAX_RETRY_AFTER).total_seconds()
+        raise AttemptFailure(retryable=True, retry_after_s=delay).error(f"{step.value}: {exc}") from None
     except PermanentProviderError as exc:
-        attempts.forget(invocation_id, step)
-        raise TerminalError(f"{step.value}: {exc}") from None
-    attempts.forget(invocation_id, step)
+        raise AttemptFailure(retryable=False).error(f"{step.value}: {exc}") from None
     fact = _fact(step, provider.name, answer.usage, call.attempt, (time.perf_counter() - started) * 1000)
     return answer.value, fact
 
@@ -111,37 +128,35 @@ def _fact(step: Step, provider: str, usage: LLMUsage, attempt: int, latency_ms: 
     )
 
 
-async def extract_metrics(report: Report, invocation_id: str) -> ExtractResult:
-    provider = get_provider()
+async def extract_metrics(report: Report, attempt: int = 1, repair_hint: str | None = None) -> ExtractResult:
+    call = CallInfo(report.report_id, Step.EXTRACT, attempt, repair_hint)
     metrics, fact = await _ask(
-        invocation_id,
-        report.report_id,
-        Step.EXTRACT,
-        lambda call: provider.extract(report.message, call),
+        call,
+        lambda c: get_provider().extract(report.message, c),
         lambda answer: check_grounded(answer, report.message),
     )
     return ExtractResult(metrics=metrics, fact=fact)
 
 
-async def sort_metrics(report_id: str, metrics: list[Metric], invocation_id: str) -> SortResult:
-    provider = get_provider()
+async def sort_metrics(
+    report_id: str, metrics: list[Metric], attempt: int = 1, repair_hint: str | None = None
+) -> SortResult:
+    call = CallInfo(report_id, Step.SORT, attempt, repair_hint)
     ordered, fact = await _ask(
-        invocation_id,
-        report_id,
-        Step.SORT,
-        lambda call: provider.sort(metrics, call),
+        call,
+        lambda c: get_provider().sort(metrics, c),
         lambda answer: check_sorted_permutation(metrics, answer),
     )
     return SortResult(metrics=ordered, fact=fact)
 
 
-async def format_table(report_id: str, metrics: list[Metric], invocation_id: str) -> FormatResult:
-    provider = get_provider()
+async def format_table(
+    report_id: str, metrics: list[Metric], attempt: int = 1, repair_hint: str | None = None
+) -> FormatResult:
+    call = CallInfo(report_id, Step.FORMAT, attempt, repair_hint)
     table, fact = await _ask(
-        invocation_id,
-        report_id,
-        Step.FORMAT,
-        lambda call: provider.format_table(metrics, call),
+        call,
+        lambda c: get_provider().format_table(metrics, c),
         lambda answer: check_table(metrics, answer),
     )
     return FormatResult(table=table, fact=fact)
