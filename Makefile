@@ -61,8 +61,8 @@ bench: deps  ## benchmarks (not part of `make test`)
 bench-status: deps  ## `status` against 10,000 invocations (a load measurement, not part of `make test`)
 	$(VENV)/bin/pytest -m bench -s tests/test_status.py
 
-chaos: deps  ## chaos soak (not part of `make test`)
-	$(PY) -m bench.chaos
+chaos: deps  ## chaos soak (not part of `make test`); e.g. make chaos CHAOS_ARGS="--seed 2"
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 clean: down  ## remove run state (logs, Kafka and Restate data)
 	rm -rf .run
