@@ -7,6 +7,7 @@ from typing import Any
 
 import restate
 
+from worker.providers import get_provider
 from worker.publisher import close_publisher
 from worker.service import report_chain
 from worker.settings import get_settings
@@ -19,6 +20,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def create_app() -> ASGIApp:
     settings = get_settings()
+    # Build the provider now: importing the openai SDK takes seconds, and inside the first
+    # request it would stall every invocation in flight. A misconfigured provider fails here, at start.
+    get_provider()
     # With identity keys set, the SDK rejects requests not signed by Restate's matching private key.
     restate_app: ASGIApp = restate.app(services=[report_chain], identity_keys=settings.identity_keys or None)
 

@@ -449,6 +449,12 @@ def _clean(value: float) -> float:
 
 def find_quantities(text: str) -> list[Quantity]:
     """Every quantity the text states, in order of appearance (see the module docstring for the rules)."""
+    return list(_find_quantities(text))
+
+
+# Extraction and grounding both read the same report: parse it once. Quantities are frozen.
+@lru_cache(maxsize=256)
+def _find_quantities(text: str) -> tuple[Quantity, ...]:
     decimal_comma = reads_decimal_comma(text)
     blocked = _blocked_spans(text)
     found: list[_Found] = []
@@ -459,10 +465,10 @@ def find_quantities(text: str) -> list[Quantity]:
         if quantity is not None:
             found.append(quantity)
     found = _pair_ranges(text, found)
-    return [
+    return tuple(
         Quantity(value=f.value, unit=f.unit, span=(f.start, f.end), raw=text[f.start : f.end], range_role=f.range_role)
         for f in found
-    ]
+    )
 
 
 def _blocked_spans(text: str) -> list[tuple[int, int]]:

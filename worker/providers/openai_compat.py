@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import re
 import time
@@ -141,6 +142,7 @@ def metrics_json(metrics: list[Metric]) -> str:
     return payload.replace("<", "\\u003c")
 
 
+@functools.cache  # the schema is the same for every call; building it showed up in profiles
 def _json_schema_format(name: str, wire: type[BaseModel]) -> completion_create_params.ResponseFormat:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": wire.model_json_schema(), "strict": True}}
 

@@ -1,0 +1,108 @@
+"""The engine floor: the least a Restate service can do for each record, served like the worker.
+
+`BenchFloor/process` journals three no-op steps and one publish that waits for
+the broker's ack (the worker's own `Publisher`, so the output path is the same),
+behind hypercorn with the worker's server settings. What the worker costs on
+top of this is our code; what this costs is Restate + Kafka + the SDK.
+
+    python -m bench.engine_floor --bind 127.0.0.1:19581 --bootstrap 127.0.0.1:19592 --output-topic bench.engine.out
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import hypercorn.asyncio
+import restate
+from hypercorn.config import Config
+from restate.serde import BytesSerde
+from restate.server import install_shutdown_hook
+
+from worker.models import Delivery
+from worker.publisher import Publisher
+
+SERVICE = "BenchFloor"
+HANDLER = "process"
+STEPS = ("Step 1", "Step 2", "Step 3")
+
+floor = restate.Service(SERVICE, description="Benchmark floor: three no-op journaled steps and a publish.")
+_publisher: Publisher | None = None
+_output_topic = ""
+
+
+async def _noop(step: str) -> str:
+    return step
+
+
+async def _publish(key: str, value: bytes) -> Delivery:
+    assert _publisher is not None
+    return await _publisher.publish(_output_topic, key, value)
+
+
+@floor.handler(HANDLER, accept="*/*", input_serde=BytesSerde())
+async def process(ctx: restate.Context, raw: bytes | None) -> str:
+    for step in STEPS:
+        await ctx.run_typed(step, _noop, restate.RunOptions(type_hint=str), step=step)
+    # The record key (base64 in the `kafka.key` header) is the report id, as for the worker's outputs.
+    key = base64.b64decode(ctx.request().headers.get("kafka.key", "")).decode(errors="replace")
+    await ctx.run_typed("Publish", _publish, restate.RunOptions(type_hint=Delivery), key=key, value=raw or b"")
+    return key
+
+
+_restate_app = restate.app(services=[floor])
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # The SDK's app has no lifespan support (see worker/app.py): acknowledge it here.
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await _restate_app(scope, receive, send)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.engine_floor", description=__doc__.splitlines()[0])
+    parser.add_argument("--bind", required=True, help="host:port to serve on")
+    parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    parser.add_argument("--output-topic", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    global _publisher, _output_topic
+    _output_topic = args.output_topic
+    _publisher = Publisher({"bootstrap.servers": args.bootstrap})
+
+    # The same server settings as `python -m worker`.
+    config = Config()
+    config.bind = [args.bind]
+    config.keep_alive_timeout = 600
+    config.graceful_timeout = 3
+    config.accesslog = None
+    shutdown = asyncio.Event()
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        install_shutdown_hook(loop, shutdown.set, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, shutdown.set)
+        server = asyncio.create_task(hypercorn.asyncio.serve(_app, config, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
+        await shutdown.wait()
+        # Restate keeps idle HTTP/2 connections open; stopping without them is safe.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server, timeout=config.graceful_timeout + 1)
+
+    asyncio.run(serve())
+    _publisher.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""What one benchmark run measures, and how much of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.config import REPO_ROOT
+
+KAFKA_FLOOR = "kafka-floor"
+ENGINE_FLOOR = "engine-floor"
+OFFLINE = "offline"
+OPENAI = "openai"
+LOW_LOAD = "low-load"
+SOAK = "soak"
+DEFAULT_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD)
+# The soak takes minutes more, so it runs only when asked for (`--soak` or `--scenarios soak`).
+SCENARIOS = (*DEFAULT_SCENARIOS, SOAK)
+
+DOCS = REPO_ROOT / "docs" / "benchmarks.md"
+
+
+@dataclass(frozen=True)
+class Options:
+    reports: int = 2000
+    """Measured reports per scenario (and per in-flight level)."""
+    warmup: int = 200
+    """Reports sent and completed before each measurement (not measured)."""
+    scenarios: tuple[str, ...] = DEFAULT_SCENARIOS
+    rounds: int = 4
+    """Interleaved rounds for the compared scenarios (floors vs worker; low load)."""
+    in_flight: int = 256
+    """Reports in flight for the throughput scenarios (1-3): enough to saturate this machine."""
+    levels: tuple[int, ...] = (10, 100, 500)
+    """Reports in flight for the OpenAI scenario."""
+    llm_latency: float = 0.2
+    low_load_reports: int = 200
+    soak_reports: int = 20_000
+    soak_warmup: int = 2_000
+    soak_samples: int = 20
+    """RSS samples taken evenly over the soak (after its warm-up)."""
+    port_offset: int = 10500
+    docs: Path | None = DOCS
+    keep_stack: bool = False
+
+    @classmethod
+    def quick(cls) -> Options:
+        """A smoke-sized run (about two minutes) for developing the harness; numbers are indicative only."""
+        return cls(
+            reports=300, warmup=50, rounds=2, low_load_reports=30, soak_reports=3_000, soak_warmup=500, docs=None
+        )
+
+    def wants(self, scenario: str) -> bool:
+        return scenario in self.scenarios
+
+    @property
+    def soak(self) -> bool:
+        return self.wants(SOAK)
