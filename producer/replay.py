@@ -24,16 +24,16 @@ import binascii
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
+from producer.durations import parse_duration
 from producer.kafka import consumer_config, describe, producer_config
 from worker.intake import MAX_ORIGINAL_BYTES, Rejection, read_report
 from worker.models import DeadLetter
@@ -269,15 +269,11 @@ exit codes: 0 done, 1 Kafka error, a record not delivered or a --report-id witho
 letter, 2 usage error, 130 interrupted.
 """
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """`30m`, `2h`, `1d` (ago) or an ISO 8601 time (local time when it has no offset)."""
-    match = _DURATION_RE.fullmatch(text.strip())
-    if match is not None:
-        ago = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    ago = parse_duration(text)
+    if ago is not None:
         return (now or datetime.now(UTC)) - ago
     try:
         return datetime.fromisoformat(text.strip()).astimezone()

@@ -42,6 +42,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from producer.durations import parse_duration
 from producer.kafka import client_config, describe
 from worker.intake import read_report
 from worker.models import Step
@@ -62,8 +63,6 @@ LAG_NOTE = (
     "in its log, not when the handler finishes); the processing backlog is the in-flight count"
 )
 _INVOCATION_ID = re.compile(r"^inv_[0-9A-Za-z]+$")
-_WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class StatusError(RuntimeError):
@@ -780,10 +779,10 @@ def _clip(text: str, width: int) -> str:
 
 def parse_window(text: str) -> timedelta:
     """`30m`, `2h`, `1d`, `90s` (a bare number is seconds)."""
-    match = _WINDOW.match(text) or _WINDOW.match(text + "s")
-    if not match or float(match.group(1)) <= 0:
+    window = parse_duration(text)
+    if window is None or window <= timedelta(0):
         raise argparse.ArgumentTypeError(f"expected a duration like 30m, 2h or 1d, got {text!r}")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    return window
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
