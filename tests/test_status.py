@@ -223,6 +223,38 @@ def test_status_counts_a_table_a_dead_letter_and_a_paused_invocation(offline_sta
             httpx.patch(f"{stack.cfg.admin_url}/invocations/{stuck}/kill", timeout=10)
 
 
+def test_status_counts_a_killed_invocation_as_a_failure(offline_stack: TestStack) -> None:
+    # The handler never fails on its own (bad input ends as a dead letter), so a failed invocation
+    # is one an operator gave up on: paused, then killed.
+    stack = offline_stack
+    before = settled(stack)
+    report_id = unique("status-killed")
+    stuck: str | None = None
+    stack.use_worker_env(
+        {
+            "TABLES_TOPIC": unique("no-such-topic"),
+            "KAFKA_MESSAGE_TIMEOUT_MS": "1000",
+            "INVOCATION_RETRY_MAX_ATTEMPTS": "2",
+            "INVOCATION_RETRY_MAX_INTERVAL": "1",
+        }
+    )
+    try:
+        stack.send({"id": report_id, "message": "Churn fell to 2.1% across 480 accounts."}, key=report_id)
+        stack.flush()
+        stuck = str(eventually(lambda: in_flight_ids(stack)[:1], "the invocation starting")[0])
+        eventually(lambda: invocation(stack, stuck or "").get("status") == "paused", "the pause", timeout=90)
+        killed = restate(stack, "invocations", "kill", stuck, "--yes")
+        assert killed.returncode == 0, killed.stdout + killed.stderr
+        eventually(lambda: invocation(stack, stuck or "").get("completion_result") == "failure", "the kill")
+        after = settled(stack)
+        changes = delta(after, before)
+        assert changes["invocations.completed_failure"] == 1, changes
+        assert "invocations.paused" not in changes and "invocations.completed_success" not in changes, changes
+        assert "tables" not in changes and "dead_letters" not in changes, changes
+    finally:
+        stack.use_worker_env()
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
