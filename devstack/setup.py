@@ -149,9 +149,10 @@ def ensure_subscription(client: httpx.Client, cfg: SetupConfig, log: Callable[[s
     return str(created.json()["id"])
 
 
-def _kafka_reachable(cfg: SetupConfig) -> bool:
+def kafka_reachable(props: Mapping[str, str]) -> bool:
+    """True when a broker answers a metadata request (any failure means "not yet")."""
     try:
-        return bool(AdminClient({**cfg.kafka, "log_level": "0"}).list_topics(timeout=2).brokers)
+        return bool(AdminClient({**props, "log_level": "0"}).list_topics(timeout=2).brokers)
     except Exception:  # noqa: BLE001
         return False
 
@@ -165,7 +166,7 @@ def _http_reachable(url: str) -> bool:
 
 def run_setup(cfg: SetupConfig, log: Callable[[str], None] = print) -> str:
     """Bring a stack into the configured shape; returns the subscription id."""
-    _wait(f"Kafka at {cfg.kafka['bootstrap.servers']}", lambda: _kafka_reachable(cfg), cfg.wait_seconds)
+    _wait(f"Kafka at {cfg.kafka['bootstrap.servers']}", lambda: kafka_reachable(cfg.kafka), cfg.wait_seconds)
     ensure_topics(cfg, log)
     _wait(
         f"Restate admin at {cfg.restate_admin_url}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -31,18 +32,15 @@ class Stack:
         raise StackError(f"no component named {name!r} (choose from kafka, restate, worker)")
 
     def setup_config(self) -> SetupConfig:
+        """The environment's setup, pointed at this stack's addresses."""
         cfg = SetupConfig.from_env()
-        return SetupConfig(
-            kafka={**cfg.kafka, "bootstrap.servers": self.cfg.kafka_bootstrap},
+        kafka = {**cfg.kafka, "bootstrap.servers": self.cfg.kafka_bootstrap}
+        return dataclasses.replace(
+            cfg,
+            kafka=kafka,
+            restate_kafka_properties=kafka,
             restate_admin_url=self.cfg.admin_url,
             worker_url=self.cfg.worker_url,
-            restate_kafka_cluster=cfg.restate_kafka_cluster,
-            restate_kafka_properties={**cfg.kafka, "bootstrap.servers": self.cfg.kafka_bootstrap},
-            subscription_group_id=cfg.subscription_group_id,
-            reports_topic=cfg.reports_topic,
-            tables_topic=cfg.tables_topic,
-            dead_letter_topic=cfg.dead_letter_topic,
-            reports_partitions=cfg.reports_partitions,
         )
 
     def start(self, component: Component, timeout: float = 60.0) -> None:

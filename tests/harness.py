@@ -171,14 +171,6 @@ class TestStack:
         self.producer.produce(topic, key=key.encode() if key else None, value=payload)
         self.producer.poll(0)
 
-    def send_reports(self, reports: Iterable[Mapping[str, Any]]) -> list[str]:
-        ids = []
-        for report in reports:
-            self.send({"id": report["id"], "message": report["message"]}, key=str(report["id"]))
-            ids.append(str(report["id"]))
-        self.flush()
-        return ids
-
     def flush(self) -> None:
         remaining = self.producer.flush(30)
         assert remaining == 0, f"{remaining} input records were not delivered to Kafka"

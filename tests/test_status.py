@@ -124,6 +124,17 @@ def invocation(stack: TestStack, invocation_id: str) -> dict[str, Any]:
     return rows[0] if rows else {}
 
 
+def publish_fails_then_pauses(missing_topic: str, attempts: int) -> dict[str, str]:
+    """Worker env whose publish fails fast (the topic does not exist) and whose invocations pause
+    after `attempts` tries (40 by default)."""
+    return {
+        "TABLES_TOPIC": missing_topic,
+        "KAFKA_MESSAGE_TIMEOUT_MS": "1000",
+        "INVOCATION_RETRY_MAX_ATTEMPTS": str(attempts),
+        "INVOCATION_RETRY_MAX_INTERVAL": "1",
+    }
+
+
 def test_status_counts_a_table_a_dead_letter_and_a_paused_invocation(offline_stack: TestStack) -> None:
     stack = offline_stack
     before = settled(stack)
@@ -157,14 +168,7 @@ def test_status_counts_a_table_a_dead_letter_and_a_paused_invocation(offline_sta
     missing_topic = unique("no-such-topic")
     paused_report = unique("status-paused")
     stuck: str | None = None
-    stack.use_worker_env(
-        {
-            "TABLES_TOPIC": missing_topic,
-            "KAFKA_MESSAGE_TIMEOUT_MS": "1000",
-            "INVOCATION_RETRY_MAX_ATTEMPTS": "3",
-            "INVOCATION_RETRY_MAX_INTERVAL": "1",
-        }
-    )
+    stack.use_worker_env(publish_fails_then_pauses(missing_topic, attempts=3))
     try:
         stack.send({"id": paused_report, "message": "Uptime was 99.9% with 3 incidents."}, key=paused_report)
         stack.flush()
@@ -230,14 +234,7 @@ def test_status_counts_a_killed_invocation_as_a_failure(offline_stack: TestStack
     before = settled(stack)
     report_id = unique("status-killed")
     stuck: str | None = None
-    stack.use_worker_env(
-        {
-            "TABLES_TOPIC": unique("no-such-topic"),
-            "KAFKA_MESSAGE_TIMEOUT_MS": "1000",
-            "INVOCATION_RETRY_MAX_ATTEMPTS": "2",
-            "INVOCATION_RETRY_MAX_INTERVAL": "1",
-        }
-    )
+    stack.use_worker_env(publish_fails_then_pauses(unique("no-such-topic"), attempts=2))
     try:
         stack.send({"id": report_id, "message": "Churn fell to 2.1% across 480 accounts."}, key=report_id)
         stack.flush()

@@ -163,6 +163,7 @@ async def _dead_letter(
     failed_step: Step,
     done: CompletedSteps,
 ) -> Outcome:
+    value, encoding = original_value(raw)
     letter = DeadLetter(
         report_id=report.report_id,
         reason=reason,
@@ -171,8 +172,8 @@ async def _dead_letter(
         completed=done,
         source=report.source,
         invocation_id=invocation_id,
-        original_value=original_value(raw)[0],
-        original_encoding=original_value(raw)[1],
+        original_value=value,
+        original_encoding=encoding,
     )
     return await _publish_dead_letter(ctx, letter)
 

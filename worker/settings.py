@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import timedelta
 from functools import lru_cache
 from typing import Literal
 
@@ -117,14 +116,6 @@ class Settings(BaseSettings):
     @property
     def identity_keys(self) -> list[str]:
         return [k.strip() for k in self.restate_identity_keys.split(",") if k.strip()]
-
-    @property
-    def step_initial_interval(self) -> timedelta:
-        return timedelta(seconds=self.step_retry_initial_interval)
-
-    @property
-    def step_max_interval(self) -> timedelta:
-        return timedelta(seconds=self.step_retry_max_interval)
 
     def kafka(self) -> dict[str, str]:
         """librdkafka properties for this process (a fresh dict; callers may add to it)."""

@@ -41,6 +41,7 @@ from worker.providers.base import (
     CallInfo,
     InvalidAnswerError,
     PermanentProviderError,
+    Provider,
     TransientProviderError,
 )
 from worker.publisher import get_publisher
@@ -83,7 +84,7 @@ class AttemptFailure(BaseModel):
 
 async def _ask(
     call: CallInfo,
-    ask: Callable[[CallInfo], Awaitable[Answer[T]]],
+    ask: Callable[[Provider, CallInfo], Awaitable[Answer[T]]],
     validate: Callable[[T], None],
 ) -> tuple[T, StepFact]:
     """One attempt: call the provider, validate the answer, and account for it."""
@@ -91,7 +92,7 @@ async def _ask(
     step = call.step
     started = time.perf_counter()
     try:
-        answer = await ask(call)
+        answer = await ask(provider, call)
         validate(answer.value)
     except (ValidationFailed, InvalidAnswerError) as exc:
         raise AttemptFailure(retryable=True, repair_hint=str(exc)).error(
@@ -132,7 +133,7 @@ async def extract_metrics(report: Report, attempt: int = 1, repair_hint: str | N
     call = CallInfo(report.report_id, Step.EXTRACT, attempt, repair_hint)
     metrics, fact = await _ask(
         call,
-        lambda c: get_provider().extract(report.message, c),
+        lambda provider, c: provider.extract(report.message, c),
         lambda answer: check_grounded(answer, report.message),
     )
     return ExtractResult(metrics=metrics, fact=fact)
@@ -144,7 +145,7 @@ async def sort_metrics(
     call = CallInfo(report_id, Step.SORT, attempt, repair_hint)
     ordered, fact = await _ask(
         call,
-        lambda c: get_provider().sort(metrics, c),
+        lambda provider, c: provider.sort(metrics, c),
         lambda answer: check_sorted_permutation(metrics, answer),
     )
     return SortResult(metrics=ordered, fact=fact)
@@ -156,7 +157,7 @@ async def format_table(
     call = CallInfo(report_id, Step.FORMAT, attempt, repair_hint)
     table, fact = await _ask(
         call,
-        lambda c: get_provider().format_table(metrics, c),
+        lambda provider, c: provider.format_table(metrics, c),
         lambda answer: check_table(metrics, answer),
     )
     return FormatResult(table=table, fact=fact)
