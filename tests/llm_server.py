@@ -113,6 +113,8 @@ class Call:
     successful: bool
     """Answered 200 with a correct answer, in time (a Hang's late answer does not count)."""
     received_at: float
+    client_port: int = 0
+    """The client's TCP port: calls sharing one came over one kept-alive connection."""
 
     @property
     def prompt(self) -> str:
@@ -222,7 +224,7 @@ class LLMServer:
         with self._lock:
             self._calls.append(call)
 
-    def _respond(self, path: str, headers: Mapping[str, str], body: dict[str, Any]) -> _Reply:
+    def _respond(self, path: str, headers: Mapping[str, str], body: dict[str, Any], client_port: int = 0) -> _Reply:
         messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
         response_format = (body.get("response_format") or {}).get("type")
         report_id = unquote(headers.get("x-report-id", ""))
@@ -248,6 +250,7 @@ class LLMServer:
                 response_id=reply.response_id,
                 successful=reply.correct and not isinstance(behaviour, Hang),
                 received_at=time.time(),
+                client_port=client_port,
             )
         )
         # Recorded before any delay, so a test sees the call as soon as its client gives up.
@@ -410,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
-            reply = self.app._respond(path, headers, body)
+            reply = self.app._respond(path, headers, body, self.client_address[1])
         except Exception as err:
             # A bug here (or a missing offline provider) must reach the test as a visible 500, not a dropped socket.
             log.exception("llm server failed to answer")

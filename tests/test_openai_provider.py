@@ -440,8 +440,10 @@ def test_calls_beyond_the_concurrency_limit_wait_for_a_slot_not_for_their_deadli
         return await asyncio.gather(*calls, return_exceptions=True)
 
     started = time.monotonic()
-    results = asyncio.run(sort_all())
+    results = run(provider, sort_all)
     elapsed = time.monotonic() - started
     assert [r for r in results if isinstance(r, BaseException)] == []
     assert elapsed >= 4 * 0.3 - 0.05  # 12 calls through 3 slots: at least 4 rounds
     assert len(llm.calls()) == 12
+    # One connection per slot, kept alive from call to call: no connection churn.
+    assert len({c.client_port for c in llm.calls()}) <= 3

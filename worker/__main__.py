@@ -14,6 +14,7 @@ from restate.server import install_shutdown_hook
 
 from worker.app import create_app
 from worker.logs import configure
+from worker.providers import close_provider
 from worker.publisher import close_publisher
 from worker.settings import get_settings
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         except TimeoutError:
             log.info("connections still open after %.0f s; stopping anyway", config.graceful_timeout)
         close_publisher()
+        await close_provider()
 
     asyncio.run(serve())
     log.info("worker stopped")

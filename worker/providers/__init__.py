@@ -26,3 +26,9 @@ def get_provider() -> Provider:
 
                 _provider = OfflineProvider()
         return _provider
+
+
+async def close_provider() -> None:
+    """Close the process-wide provider's connections, if it was built (at shutdown)."""
+    if _provider is not None:
+        await _provider.aclose()

@@ -291,3 +291,6 @@ class OfflineProvider:
     async def format_table(self, metrics: list[Metric], call: CallInfo) -> Answer[str]:
         OfflineProvider.calls[Step.FORMAT] += 1
         return Answer(markdown_table(metrics), _USAGE)
+
+    async def aclose(self) -> None:
+        """Nothing to release: no connections."""

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import httpx2
 import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, completion_create_params
@@ -202,6 +203,23 @@ def _rejects_json_schema(err: openai.APIStatusError) -> bool:
     )
 
 
+def _causes(err: BaseException) -> list[BaseException]:
+    chain = [err]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    return chain
+
+
+def _summary(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _timed_out(err: BaseException) -> bool:
+    """Whether a failed call timed out. The aiohttp transport reports a refused or reset
+    connection as a timeout too (`ConnectTimeout`), so the chain of causes decides."""
+    return any(isinstance(cause, TimeoutError) for cause in _causes(err))
+
+
 # --- The provider --------------------------------------------------------------------------------
 
 
@@ -274,6 +292,15 @@ class OpenAIProvider:
                 base_url=self._base_url,
                 timeout=self._timeout,
                 max_retries=0,  # Restate is the only retry owner.
+                # The SDK's aiohttp transport: the default httpx2 pool rescans every pooled
+                # connection on each request and release, which made it the worker's largest
+                # CPU cost per call (docs/benchmarks.md). One connection per call slot.
+                http_client=openai.DefaultAioHttpClient(
+                    timeout=self._timeout,
+                    limits=httpx2.Limits(
+                        max_connections=self._max_concurrency, max_keepalive_connections=self._max_concurrency
+                    ),
+                ),
             )
             self._slots = asyncio.Semaphore(self._max_concurrency)
             self._client_loop = loop
@@ -319,12 +346,12 @@ class OpenAIProvider:
             raise self._status_error(err, model) from None
         except openai.APIStatusError as err:
             raise self._status_error(err, model) from None
-        except (openai.APITimeoutError, TimeoutError):
-            raise TransientProviderError(
-                f"{self._endpoint()} did not answer within {self._timeout:g}s (model {model!r})"
-            ) from None
-        except openai.APIConnectionError as err:
-            raise TransientProviderError(f"cannot reach {self._endpoint()}: {err.message}") from err
+        except (openai.APIConnectionError, TimeoutError) as err:  # APITimeoutError is an APIConnectionError
+            if _timed_out(err):
+                raise TransientProviderError(
+                    f"{self._endpoint()} did not answer within {self._timeout:g}s (model {model!r})"
+                ) from None
+            raise TransientProviderError(f"cannot reach {self._endpoint()}: {_summary(_causes(err)[-1])}") from err
 
     def _endpoint(self) -> str:
         return safe_url(self._base_url.rstrip("/") + "/chat/completions")
