@@ -17,7 +17,8 @@ scenarios (default: all but soak):
   kafka-floor   (1) plain consume -> transform -> produce loop, no durability
   engine-floor  (2) minimal Restate service: 3 no-op journaled steps + a journaled publish
   offline       (3) the worker, offline provider
-  openai        (4) the worker, OpenAI provider against the test LLM server, per --levels
+  openai        (4) the worker, OpenAI provider against the test LLM server: --levels at
+                --llm-latency, then --slow-levels at --slow-llm-latency
   low-load      one report at a time: the worker vs the engine floor
   soak          the worker's RSS over --soak-reports reports (20,000: minutes more; also --soak)
 1-3 run first, in --rounds interleaved rounds (so background load hits them alike), then
@@ -64,10 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
     add("--quick", action="store_true", help="smoke-sized run (300 reports, short soak), docs not written")
     add("--soak", action="store_true", help="add the soak scenario (worker RSS over --soak-reports reports)")
     add("--soak-reports", type=_positive, metavar="N", help=f"reports in the soak (default {d.soak_reports:,})")
-    add("--levels", type=_levels, metavar="N,M", help="reports in flight for the OpenAI scenario (default 10,100,500)")
+    add(
+        "--levels",
+        type=_levels,
+        metavar="N,M",
+        help="reports in flight for the OpenAI scenario's first pass (default " + ",".join(map(str, d.levels)) + ")",
+    )
     add("--rounds", type=_positive, metavar="N", help=f"interleaved rounds of compared scenarios (default {d.rounds})")
     add("--in-flight", type=_positive, metavar="N", help=f"reports in flight for scenarios 1-3 (default {d.in_flight})")
-    add("--llm-latency", type=float, metavar="S", help=f"seconds per LLM call (default {d.llm_latency})")
+    add(
+        "--llm-latency",
+        type=float,
+        metavar="S",
+        help=f"seconds per LLM call in the first pass (default {d.llm_latency:g})",
+    )
+    add(
+        "--slow-levels",
+        type=_levels,
+        metavar="N,M",
+        help="reports in flight for the OpenAI scenario's second pass (default "
+        + ",".join(map(str, d.slow_levels))
+        + ")",
+    )
+    add(
+        "--slow-llm-latency",
+        type=float,
+        metavar="S",
+        help=f"seconds per LLM call in the second pass, 0 to skip it (default {d.slow_llm_latency:g})",
+    )
     add(
         "--low-load-reports",
         type=_positive,
@@ -86,7 +111,7 @@ def options_from(args: argparse.Namespace) -> Options:
     given: dict[str, Any] = {
         name: value
         for name in ("reports", "warmup", "scenarios", "soak_reports", "levels", "rounds", "in_flight", "llm_latency",
-                     "low_load_reports", "port_offset", "docs")
+                     "slow_levels", "slow_llm_latency", "low_load_reports", "port_offset", "docs")
         if (value := getattr(args, name)) is not None
     }  # fmt: skip
     if args.soak and SOAK not in given.get("scenarios", base.scenarios):

@@ -5,6 +5,10 @@ the broker's ack (the worker's own `Publisher`, so the output path is the same),
 behind hypercorn with the worker's server settings. What the worker costs on
 top of this is our code; what this costs is Restate + Kafka + the SDK.
 
+With `--step-latency S` each step sleeps S seconds instead, like an LLM call
+that takes S seconds and costs no CPU: the best the engine can do against the
+LLM-bound ideal, to compare the worker's OpenAI runs with.
+
     python -m bench.engine_floor --bind 127.0.0.1:19581 --bootstrap 127.0.0.1:19592 --output-topic bench.engine.out
 """
 
@@ -35,9 +39,12 @@ STEPS = ("Step 1", "Step 2", "Step 3")
 floor = restate.Service(SERVICE, description="Benchmark floor: three no-op journaled steps and a publish.")
 _publisher: Publisher | None = None
 _output_topic = ""
+_step_latency = 0.0
 
 
 async def _noop(step: str) -> str:
+    if _step_latency:
+        await asyncio.sleep(_step_latency)
     return step
 
 
@@ -74,11 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", required=True, help="host:port to serve on")
     parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
     parser.add_argument("--output-topic", required=True)
+    parser.add_argument("--step-latency", type=float, default=0.0, metavar="S", help="seconds each step sleeps")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    global _publisher, _output_topic
+    global _publisher, _output_topic, _step_latency
     _output_topic = args.output_topic
+    _step_latency = args.step_latency
     _publisher = Publisher({"bootstrap.servers": args.bootstrap})
 
     # The same server settings as `python -m worker`.

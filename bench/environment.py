@@ -59,6 +59,7 @@ class BenchEnvironment:
         )
         self.llm_server = ManagedProcess("llm-server", run_dir, [self.llm_port], marker="-m tests.llm_server")
         self._worker_env: dict[str, str] | None = None
+        self._engine_floor_latency: float | None = None
         self._extras = (self.kafka_floor, self.engine_floor, self.llm_server)
 
     # -- the stack ------------------------------------------------------------------------------------
@@ -146,11 +147,16 @@ class BenchEnvironment:
                 "--input-topic", KAFKA_FLOOR_IN, "--output-topic", KAFKA_FLOOR_OUT]  # fmt: skip
         self._start(self.kafka_floor, argv, lambda: True)
 
-    def start_engine_floor(self) -> None:
+    def start_engine_floor(self, step_latency: float = 0.0) -> None:
+        """Start (or restart, e.g. with another step latency) the engine floor and subscribe it."""
         url = f"http://127.0.0.1:{self.engine_floor_port}"
         argv = ["-m", "bench.engine_floor", "--bind", f"127.0.0.1:{self.engine_floor_port}",
-                "--bootstrap", self.cfg.kafka_bootstrap, "--output-topic", ENGINE_FLOOR_OUT]  # fmt: skip
+                "--bootstrap", self.cfg.kafka_bootstrap, "--output-topic", ENGINE_FLOOR_OUT,
+                "--step-latency", str(step_latency)]  # fmt: skip
+        if self._engine_floor_latency != step_latency:
+            self.engine_floor.stop()
         self._start(self.engine_floor, argv, lambda: _http_ok(f"{url}/health"))
+        self._engine_floor_latency = step_latency
         self._register_engine_floor(url)
 
     def _register_engine_floor(self, url: str) -> None:

@@ -31,9 +31,14 @@ class Options:
     """Interleaved rounds for the compared scenarios (floors vs worker; low load)."""
     in_flight: int = 256
     """Reports in flight for the throughput scenarios (1-3): enough to saturate this machine."""
-    levels: tuple[int, ...] = (10, 100, 500)
-    """Reports in flight for the OpenAI scenario."""
+    levels: tuple[int, ...] = (100, 500)
+    """Reports in flight for the OpenAI scenario's first pass, at `llm_latency`."""
     llm_latency: float = 0.2
+    """Seconds per LLM call in the first pass: so fast that the machine's CPU, not the LLM, runs out."""
+    slow_levels: tuple[int, ...] = (100, 500)
+    """Reports in flight for the second pass, at `slow_llm_latency`."""
+    slow_llm_latency: float = 1.0
+    """Seconds per LLM call in the second pass (0 skips it): a fast real LLM; real calls take seconds."""
     low_load_reports: int = 200
     soak_reports: int = 20_000
     soak_warmup: int = 2_000
@@ -49,6 +54,12 @@ class Options:
         return cls(
             reports=300, warmup=50, rounds=2, low_load_reports=30, soak_reports=3_000, soak_warmup=500, docs=None
         )
+
+    @property
+    def llm_passes(self) -> list[tuple[float, tuple[int, ...]]]:
+        """(seconds per LLM call, levels of reports in flight) for each pass of the OpenAI scenario."""
+        passes = [(self.llm_latency, self.levels), (self.slow_llm_latency, self.slow_levels)]
+        return [(latency, levels) for latency, levels in passes if latency > 0 and levels]
 
     def wants(self, scenario: str) -> bool:
         return scenario in self.scenarios

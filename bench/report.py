@@ -32,6 +32,8 @@ class RunInfo:
     load_start: str
     load_end: str
     machine: dict[str, str]
+    cores: int = 0
+    """Logical cores, for the CPU ceiling of the OpenAI runs."""
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -105,10 +107,12 @@ def render(info: RunInfo, results: BenchResults) -> str:
     extra = ""
     if llm:
         extra = "\n\n" + _table(
-            ["OpenAI run", "ideal reports/s", "measured", "of ideal", "llm-server CPU s/1k"],
+            ["LLM-bound run: s per call, in flight", "ideal reports/s", "measured", "of ideal",
+             "llm-server CPU s/1k", "all processes CPU ms/report", f"CPU ceiling reports/s ({info.cores} cores)"],
             [
-                [str(r.in_flight), _num(r.ideal, 1), _num(r.throughput, 1),
-                 f"{r.throughput / (r.ideal or 1):.0%}", _num(r.cpu_per_1k("llm-server"), 2)]
+                [f"{r.key.split('@')[0]}: {r.llm_latency:g} s, {r.in_flight}", _num(r.ideal, 1), _num(r.throughput, 1),
+                 f"{r.throughput / (r.ideal or 1):.0%}", _num(r.cpu_per_1k("llm-server"), 2),
+                 _num(r.cpu_s_per_report() * 1000, 1), _num(r.cpu_ceiling(info.cores) if info.cores else None, 0)]
                 for r in llm
             ],
         )  # fmt: skip

@@ -36,6 +36,8 @@ class ScenarioResult:
     duplicates: int = 0
     ideal: float | None = None
     """For LLM-bound runs: in_flight / (3 x latency), reports/s."""
+    llm_latency: float | None = None
+    """For LLM-bound runs: seconds per LLM call."""
 
     round_throughputs: tuple[float, ...] = ()
     """Reports/s of each interleaved round (their spread shows the machine's noise)."""
@@ -81,8 +83,17 @@ class ScenarioResult:
             round_throughputs=tuple(run.throughput for run in runs),
         )
 
-    def with_ideal(self, ideal: float) -> ScenarioResult:
-        return replace(self, ideal=ideal)
+    def with_ideal(self, ideal: float, llm_latency: float) -> ScenarioResult:
+        return replace(self, ideal=ideal, llm_latency=llm_latency)
+
+    def cpu_s_per_report(self) -> float:
+        """CPU seconds per report summed over every watched process (service, Restate, Kafka, LLM server)."""
+        return sum(u.cpu_s for u in self.usage.values()) / self.reports if self.reports else 0.0
+
+    def cpu_ceiling(self, cores: int) -> float | None:
+        """Reports/s the machine's cores allow at this CPU cost per report, if nothing else ran on them."""
+        per_report = self.cpu_s_per_report()
+        return cores / per_report if per_report > 0 else None
 
     @property
     def ok(self) -> bool:
@@ -151,27 +162,11 @@ class BenchResults:
             value = s["offline"].throughput / s["kafka-floor"].throughput
             spread = _spread(s["offline"], s["kafka-floor"])
             out.append(Ratio("(3)/(1) worker offline / Kafka floor", value, "-", None, spread))
-        llm = sorted((r for r in s.values() if r.ideal), key=lambda r: r.in_flight)
-        for r in llm:
-            assert r.ideal is not None
-            value = r.throughput / r.ideal
-            targeted = r.in_flight == LLM_TARGET_LEVEL
-            target = f">= {LLM_IDEAL_TARGET}" if targeted else "-"
-            out.append(
-                Ratio(
-                    f"(4)/ideal at {r.in_flight} in flight",
-                    value,
-                    target,
-                    value >= LLM_IDEAL_TARGET if targeted else None,
-                )
-            )
-        # "No collapse": past the target level, more in flight must not mean less throughput.
-        base = next((r for r in llm if r.in_flight == LLM_TARGET_LEVEL), None)
-        for r in llm:
-            if base is not None and r.in_flight > base.in_flight:
-                value = r.throughput / base.throughput
-                name = f"(4) at {r.in_flight} / (4) at {base.in_flight} in flight"
-                out.append(Ratio(name, value, f">= {NO_COLLAPSE} (no collapse)", value >= NO_COLLAPSE))
+        for latency in sorted({r.llm_latency for r in s.values() if r.llm_latency}):
+            at_latency = [r for r in s.values() if r.llm_latency == latency]
+            worker = [r for r in at_latency if r.key.startswith("openai@")]
+            floor = next((r for r in at_latency if r.key.startswith("engine-floor@")), None)
+            out.extend(_llm_ratios(worker, floor, latency))
         low = self.low_load
         if "offline" in low and "engine-floor" in low:
             for q, attr in (("p50", "p50_ms"), ("p99", "p99_ms")):
@@ -183,6 +178,39 @@ class BenchResults:
                 Ratio("soak: worker RSS growth", growth, f"< {SOAK_GROWTH_LIMIT:.0%}", growth < SOAK_GROWTH_LIMIT)
             )
         return out
+
+
+def _llm_ratios(runs: Sequence[ScenarioResult], floor: ScenarioResult | None, latency: float) -> list[Ratio]:
+    """Each level against its ideal, the levels past the target's against it (no collapse), and
+    the engine floor with sleeping steps against the same ideal (what Restate + Kafka alone reach)."""
+    llm = sorted(runs, key=lambda r: r.in_flight)
+    out: list[Ratio] = []
+    if floor is not None and floor.ideal:
+        name = f"(2) engine floor, steps sleeping {latency:g} s / ideal at {floor.in_flight} in flight"
+        out.append(Ratio(name, floor.throughput / floor.ideal, "-", None))
+    for r in llm:
+        assert r.ideal is not None
+        value = r.throughput / r.ideal
+        targeted = r.in_flight == LLM_TARGET_LEVEL
+        out.append(
+            Ratio(
+                f"(4)/ideal at {r.in_flight} in flight, {latency:g} s per call",
+                value,
+                f">= {LLM_IDEAL_TARGET}" if targeted else "-",
+                value >= LLM_IDEAL_TARGET if targeted else None,
+            )
+        )
+        if targeted and floor is not None and floor.in_flight == r.in_flight:
+            name = f"(4)/(2) worker / engine floor at {r.in_flight} in flight, {latency:g} s per call"
+            out.append(Ratio(name, r.throughput / floor.throughput, "-", None, _spread(r, floor)))
+    # "No collapse": past the target level, more in flight must not mean less throughput.
+    base = next((r for r in llm if r.in_flight == LLM_TARGET_LEVEL), None)
+    for r in llm:
+        if base is not None and r.in_flight > base.in_flight:
+            value = r.throughput / base.throughput
+            name = f"(4) at {r.in_flight} / at {base.in_flight} in flight, {latency:g} s per call"
+            out.append(Ratio(name, value, f">= {NO_COLLAPSE} (no collapse)", value >= NO_COLLAPSE))
+    return out
 
 
 def _spread(a: ScenarioResult, b: ScenarioResult) -> tuple[float, float] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -63,6 +64,7 @@ def run(options: Options, command: str) -> int:
         load_start=load_start,
         load_end=load_average(),
         machine=describe(),
+        cores=os.cpu_count() or 0,
     )
     blocks = {}
     if any(options.wants(s) for s in DEFAULT_SCENARIOS):

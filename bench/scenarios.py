@@ -18,7 +18,7 @@ from bench.driver import Driver, Run
 from bench.environment import BenchEnvironment
 from bench.measure import ProcessUsage, ProcessWatch, rss_mb
 from bench.options import ENGINE_FLOOR, KAFKA_FLOOR, OFFLINE, OPENAI, Options
-from bench.results import BenchResults, ScenarioResult, SoakResult
+from bench.results import LLM_TARGET_LEVEL, BenchResults, ScenarioResult, SoakResult
 from producer.generate import generate_reports
 from producer.reports import OutgoingReport
 
@@ -80,11 +80,12 @@ class Bench:
         driver = self.driver(bench_env.KAFKA_FLOOR_IN, bench_env.KAFKA_FLOOR_OUT)
         return Subject(KAFKA_FLOOR, "(1) Kafka floor", driver, {"service": "kafka-floor", "kafka": "kafka"})
 
-    def engine_floor(self) -> Subject:
-        self.env.start_engine_floor()
+    def engine_floor(self, step_latency: float = 0.0, key: str = ENGINE_FLOOR) -> Subject:
+        self.env.start_engine_floor(step_latency)
+        title = "(2) engine floor" + (f", steps sleeping {step_latency:g} s" if step_latency else "")
         return Subject(
-            ENGINE_FLOOR,
-            "(2) engine floor",
+            key,
+            title,
             self.driver(bench_env.ENGINE_FLOOR_IN, bench_env.ENGINE_FLOOR_OUT),
             {"service": "engine-floor", "restate": "restate", "kafka": "kafka"},
             {"restate->service": ("service", self.env.engine_floor_port)},
@@ -162,18 +163,27 @@ class Bench:
         self.env.stop_extra("engine-floor")
 
     def openai(self) -> None:
-        """Scenario 4: one level after the other (each has its own ideal to compare with)."""
+        """Scenario 4, per pass (seconds per LLM call) one level after the other, each with its own ideal.
+
+        At the target level the engine floor runs too, interleaved, with steps that sleep as long as
+        an LLM call takes: how close Restate + Kafka alone come to the ideal at that latency.
+        """
         o = self.options
-        subject = self.worker(OPENAI, "", bench_env.openai_env(self.env.start_llm_server(o.llm_latency)))
-        for level in o.levels:
-            key = f"{OPENAI}@{level}"
-            title = f"(4) worker, OpenAI provider, {level} in flight"
-            one = Subject(key, title, subject.driver, subject.roles, subject.connections)
-            # A full window of warm-up: every connection the level needs is open before measuring.
-            result = self.interleaved([one], level, o.reports, 1, warmup=max(o.warmup, level))[key]
-            self.results.scenarios[key] = ScenarioResult.with_ideal(result, level / (3 * o.llm_latency))
-            self._log_results([self.results.scenarios[key]])
-        self.env.stop_extra("llm-server")
+        for latency, levels in o.llm_passes:
+            worker = self.worker(OPENAI, "", bench_env.openai_env(self.env.start_llm_server(latency)))
+            for level in levels:
+                key = llm_key(OPENAI, level, latency)
+                title = f"(4) worker, OpenAI provider, {latency:g} s per call, {level} in flight"
+                subjects = [Subject(key, title, worker.driver, worker.roles, worker.connections)]
+                if level == LLM_TARGET_LEVEL and o.wants(ENGINE_FLOOR):
+                    subjects.insert(0, self.engine_floor(latency, key=llm_key(ENGINE_FLOOR, level, latency)))
+                # A full window of warm-up: every connection the level needs is open before measuring.
+                results = self.interleaved(subjects, level, o.reports, len(subjects), warmup=max(o.warmup, level))
+                for s in subjects:
+                    self.results.scenarios[s.key] = results[s.key].with_ideal(level / (3 * latency), latency)
+                self._log_results(self.results.scenarios[s.key] for s in subjects)
+            self.env.stop_extra("llm-server")
+        self.env.stop_extra("engine-floor")
 
     def soak(self) -> None:
         """Worker RSS over many reports: flat after the warm-up, or a leak."""
@@ -202,6 +212,11 @@ class Bench:
                 + (f", LOST {r.lost}" if r.lost else "")
                 + (f", {r.failed} dead-lettered" if r.failed else "")
             )
+
+
+def llm_key(subject: str, level: int, latency: float) -> str:
+    """E.g. `openai@100/0.2s`: the worker (or `engine-floor`) at 100 in flight, 0.2 s per LLM call."""
+    return f"{subject}@{level}/{latency:g}s"
 
 
 def _check_warmup(key: str, run: Run) -> None:

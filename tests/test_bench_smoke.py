@@ -26,7 +26,7 @@ def test_defaults_measure_every_scenario_over_2000_reports() -> None:
     o = options()
     assert o.reports >= 2000
     assert o.scenarios == ("kafka-floor", "engine-floor", "offline", "openai", "low-load")
-    assert o.levels == (10, 100, 500)
+    assert o.llm_passes == [(0.2, (100, 500)), (1.0, (100, 500))]
     assert o.docs is not None and o.docs.name == "benchmarks.md"
     assert not o.soak
 
@@ -36,6 +36,11 @@ def test_quick_is_small_and_does_not_write_docs_but_flags_win() -> None:
     assert (o.reports, o.scenarios, o.soak, o.docs) == (40, ("offline", "low-load", "soak"), True, None)
     assert options("--scenarios", "soak").soak
     assert options("--no-docs").docs is None
+
+
+def test_the_second_llm_pass_can_be_changed_or_skipped() -> None:
+    assert options("--slow-llm-latency", "2", "--slow-levels", "50").llm_passes[1] == (2.0, (50,))
+    assert options("--slow-llm-latency", "0").llm_passes == [(0.2, (100, 500))]
 
 
 def test_unknown_scenario_is_a_usage_error() -> None:
@@ -51,7 +56,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def _result(
-    key: str, throughput_reports: int, span_ms: int, in_flight: int = 256, ideal: float | None = None
+    key: str, throughput_reports: int, span_ms: int, in_flight: int = 256, latency: float | None = None
 ) -> ScenarioResult:
     run = Run(key)
     for i in range(throughput_reports):
@@ -59,7 +64,7 @@ def _result(
         run.output_ts[f"r{i}"] = span_ms
     usage = {"service": ProcessUsage(peak_rss_mb=80.0, cpu_s=2.0), "restate": ProcessUsage(200.0, 3.0)}
     result = ScenarioResult.of(key, key, in_flight, [run], [usage])
-    return result if ideal is None else result.with_ideal(ideal)
+    return result if latency is None else result.with_ideal(in_flight / (3 * latency), latency)
 
 
 def test_ratios_and_targets_come_from_the_same_run() -> None:
@@ -67,16 +72,31 @@ def test_ratios_and_targets_come_from_the_same_run() -> None:
     results.scenarios["kafka-floor"] = _result("kafka-floor", 1000, 1000)  # 1,000/s
     results.scenarios["engine-floor"] = _result("engine-floor", 100, 1000)  # 100/s
     results.scenarios["offline"] = _result("offline", 90, 1000)  # 90/s
-    results.scenarios["openai@100"] = _result("openai@100", 160, 1000, 100, ideal=100 / 0.6)
-    results.scenarios["openai@500"] = _result("openai@500", 80, 1000, 500, ideal=500 / 0.6)
+    for key, reports, in_flight, latency in [
+        ("openai@100/0.2s", 160, 100, 0.2),  # ideal 166.7/s
+        ("openai@500/0.2s", 80, 500, 0.2),
+        ("openai@100/1s", 31, 100, 1.0),  # ideal 33.3/s
+        ("engine-floor@100/1s", 32, 100, 1.0),
+        ("openai@500/1s", 60, 500, 1.0),
+    ]:
+        results.scenarios[key] = _result(key, reports, 1000, in_flight, latency)
     ratios = {r.name: r for r in results.ratios()}
     assert ratios["(3)/(2) worker offline / engine floor"].value == pytest.approx(0.9)
     assert ratios["(3)/(2) worker offline / engine floor"].met is True
     assert ratios["(3)/(1) worker offline / Kafka floor"].value == pytest.approx(0.09)
-    assert ratios["(4)/ideal at 100 in flight"].met is True
-    assert ratios["(4) at 500 / (4) at 100 in flight"].met is False  # throughput halved: a collapse
+    assert ratios["(4)/ideal at 100 in flight, 0.2 s per call"].value == pytest.approx(0.96)
+    assert ratios["(4)/ideal at 100 in flight, 0.2 s per call"].met is True
+    assert ratios["(4) at 500 / at 100 in flight, 0.2 s per call"].met is False  # throughput halved: a collapse
+    assert ratios["(4)/ideal at 100 in flight, 1 s per call"].value == pytest.approx(0.93)
+    assert ratios["(4)/ideal at 100 in flight, 1 s per call"].met is True
+    assert ratios["(4) at 500 / at 100 in flight, 1 s per call"].value == pytest.approx(60 / 31)
+    assert ratios["(2) engine floor, steps sleeping 1 s / ideal at 100 in flight"].value == pytest.approx(0.96)
+    assert ratios["(4)/(2) worker / engine floor at 100 in flight, 1 s per call"].value == pytest.approx(31 / 32)
+    assert "(4)/(2) worker / engine floor at 100 in flight, 0.2 s per call" not in ratios  # no floor at 0.2 s
     assert results.ok
     assert results.scenarios["offline"].cpu_per_1k("service") == pytest.approx(2000 / 90)
+    # 5 CPU seconds over 160 reports: 2 cores allow 64 reports/s.
+    assert results.scenarios["openai@100/0.2s"].cpu_ceiling(2) == pytest.approx(64.0)
 
 
 def test_rounds_add_up_and_show_their_spread() -> None:
@@ -108,11 +128,17 @@ def test_docs_writer_replaces_only_its_blocks(tmp_path: Path) -> None:
         f"# Benchmarks\n\nHand-written method.\n\n{begin_marker('results')}\nold numbers\n{end_marker('results')}\n\n"
         f"## Analysis\n\nHand-written analysis.\n\n{begin_marker('soak')}\nold soak\n{end_marker('soak')}\n"
     )
-    info = RunInfo("python -m bench", "today", 60.0, "0.1 0.1 0.1", "0.2 0.2 0.2", {"CPU": "test"})
-    results = BenchResults(scenarios={"offline": _result("offline", 50, 1000)})
+    info = RunInfo("python -m bench", "today", 60.0, "0.1 0.1 0.1", "0.2 0.2 0.2", {"CPU": "test"}, cores=2)
+    results = BenchResults(
+        scenarios={
+            "offline": _result("offline", 50, 1000),
+            "openai@100/0.2s": _result("openai@100/0.2s", 50, 1000, 100, 0.2),
+        }
+    )
     write_docs(doc, {"results": render(info, results)})
     text = doc.read_text()
     assert "old numbers" not in text and "| offline | 256 | 50 | 50.0 |" in text
+    assert "| openai: 0.2 s, 100 | 166.7 | 50.0 | 30% | - | 100.0 | 20 |" in text  # 5 CPU s over 50 reports, 2 cores
     assert "Hand-written method." in text and "Hand-written analysis." in text and "old soak" in text
     write_docs(doc, {"results": "new"})
     assert doc.read_text().count(begin_marker("results")) == 1
