@@ -26,6 +26,7 @@ import bisect
 import itertools
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import lru_cache
@@ -373,6 +374,10 @@ _YEAR_AFTER = _words(
 # --- reading one number ---------------------------------------------------------------------
 
 
+_GROUP_SEP_RE = re.compile(_GROUP_SEP)
+_DIGITS_RE = re.compile(r"\d+(?:[.,]\d+)*")
+
+
 def reads_decimal_comma(text: str) -> bool:
     """Whether the text writes decimals with a comma ("14,2 %") and thousands with dots ("840.000")."""
     if _DECIMAL_COMMA_HINT_RE.search(text):
@@ -382,8 +387,8 @@ def reads_decimal_comma(text: str) -> bool:
 
 def parse_number(literal: str, decimal_comma: bool = False) -> float | None:
     """The value of a number literal such as "1,450", "1.000.000", "14,2" or "1 000"; None when malformed."""
-    digits = re.sub(_GROUP_SEP, "", literal)
-    if not re.fullmatch(r"\d+(?:[.,]\d+)*", digits):
+    digits = _GROUP_SEP_RE.sub("", literal)
+    if not _DIGITS_RE.fullmatch(digits):
         return None
     if "," in digits and "." in digits:
         decimal = "," if digits.rfind(",") > digits.rfind(".") else "."
@@ -471,8 +476,14 @@ def _find_quantities(text: str) -> tuple[Quantity, ...]:
     )
 
 
+# The date patterns that need a month name are the costliest scans: a text without one skips them.
+_MONTH_NAME_RE = re.compile(_MONTH)
+_WITHOUT_MONTH_RES = [pattern for pattern in _NOT_QUANTITY_RES if _MONTH not in pattern.pattern]
+
+
 def _blocked_spans(text: str) -> list[tuple[int, int]]:
-    spans = [m.span() for pattern in _NOT_QUANTITY_RES for m in pattern.finditer(text)]
+    patterns = _NOT_QUANTITY_RES if _MONTH_NAME_RE.search(text) else _WITHOUT_MONTH_RES
+    spans = [m.span() for pattern in patterns for m in pattern.finditer(text)]
     spans += [m.span() for m in _DOTTED_RE.finditer(text) if not _GERMAN_THOUSANDS_RE.fullmatch(m.group())]
     return spans
 
@@ -726,10 +737,17 @@ def stated_values(text: str) -> list[float]:
     """The values a text states at face value, sorted: each quantity with its scale and sign ("-$3.2M" ->
     -3200000), and each number literal under both locale readings ("1,450" -> 1450 and 1.45). No further
     scaling, so "12,500" does not state 12500000. Validation uses it for rendered tables."""
-    values = {q.value for q in find_quantities(text)}
+    return sorted({q.value for q in find_quantities(text)}.union(literal_values(text)))
+
+
+def literal_values(text: str) -> Iterator[float]:
+    """Each number literal under both locale readings, lazily: the part of `stated_values` that needs no
+    parsing of quantities (no scale, unit or sign), so a cheap first check."""
     for match in _ANY_LITERAL_RE.finditer(text):
-        values.update(_readings(match.group()))
-    return sorted(values)
+        for decimal_comma in (False, True):
+            value = parse_number(match.group(), decimal_comma)
+            if value is not None:
+                yield value
 
 
 def grounding_candidates(text: str) -> list[float]:
@@ -751,7 +769,7 @@ def _readings(literal: str) -> set[float]:
 def _candidates(text: str) -> tuple[float, ...]:
     bases = {abs(v) for v in stated_values(text)}
     for match in _ANY_LITERAL_RE.finditer(text):
-        for part in re.split(_GROUP_SEP, match.group()):
+        for part in _GROUP_SEP_RE.split(match.group()):
             bases.update(_readings(part))
     quantities = find_quantities(text)
     for quantity in quantities:
@@ -773,7 +791,12 @@ def is_grounded(value: float, text: str, rel_tol: float = 0.005) -> bool:
     """Whether `value` is stated in `text`, allowing formatting, scale words and unit scaling."""
     if not math.isfinite(value):
         return False
-    candidates = _candidates(text)
     tolerance = abs(value) * rel_tol
-    i = bisect.bisect_left(candidates, value - tolerance)
-    return i < len(candidates) and candidates[i] <= value + tolerance
+    low, high = value - tolerance, value + tolerance
+    # Fast path, same answer: a value the text states as a quantity (what a faithful extraction returns)
+    # is a candidate itself (scaling 1.0, either sign), so the full candidate set is built only for the rest.
+    if any(low <= v <= high or low <= -v <= high for v in (q.value for q in find_quantities(text))):
+        return True
+    candidates = _candidates(text)
+    i = bisect.bisect_left(candidates, low)
+    return i < len(candidates) and candidates[i] <= high

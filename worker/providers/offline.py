@@ -102,17 +102,22 @@ def extract_metrics(text: str) -> list[Metric]:
     return [Metric(name=name, value=q.value, unit=q.unit) for name, q in zip(names, quantities, strict=True)]
 
 
+_OUT_OF_RE = re.compile(r"\bout of\s*$", re.IGNORECASE)
+_GLUED_NOUN_RE = re.compile(r"-[^\W\d_]")
+_NEXT_NUMBER_RE = re.compile(r"(?<!\w)[-−$€£¥]?\d")
+
+
 def _is_metric(text: str, quantity: Quantity) -> bool:
     start, end = quantity.span
     before = text[max(0, start - 30) : start]
     words = _WORD_RE.findall(before)
     previous = words[-1].lower() if words and before.rstrip().endswith(words[-1]) else None
-    if previous in _QUALIFIER_BEFORE or re.search(r"\bout of\s*$", before, re.IGNORECASE):
+    if previous in _QUALIFIER_BEFORE or _OUT_OF_RE.search(before):
         return False
     if quantity.unit == "" and quantity.raw.isdigit() and previous in _LABELS:
         return False
     # "a 7-day average", "24-hour window", "5-star rating": the number qualifies the noun it is glued to.
-    return not re.match(r"-[^\W\d_]", text[end : end + 2])
+    return not _GLUED_NOUN_RE.match(text, end)
 
 
 @dataclass(frozen=True)
@@ -132,12 +137,21 @@ class _Context:
             # "96,000 lines with 99.6% accuracy": "lines" belongs to the count before, not to this value.
             while left and left[0].lower() not in _NAME_STOP:
                 left.pop(0)
-        heading = re.search(r"([^.;:!?\n]*):\s*[^:]*$", text[max(0, start - 300) : start])
+        heading = _heading(text[max(0, start - 300) : start])
         return cls(
             left=left,
             right=_WORD_RE.findall(_until_next_number(text[end : _next_break(text, end)])),
-            heading=_WORD_RE.findall(heading.group(1)) if heading else [],
+            heading=_WORD_RE.findall(heading) if heading else [],
         )
+
+
+def _heading(before: str) -> str | None:
+    r"""The text between the last colon and the sentence stop before it ("Water utility" in "Water utility: ..."):
+    what re.search(r"([^.;:!?\n]*):\s*[^:]*$", before).group(1) finds, in linear time instead of quadratic."""
+    colon = before.rfind(":")
+    if colon < 0:
+        return None
+    return before[max(before.rfind(stop, 0, colon) for stop in ".;:!?\n") + 1 : colon]
 
 
 def _last_break(text: str, pos: int) -> int:
@@ -152,7 +166,7 @@ def _next_break(text: str, pos: int) -> int:
 
 def _until_next_number(segment: str) -> str:
     # Stop at the next number that stands alone; digits inside words ("A100", "Q3") do not count.
-    match = re.search(r"(?<!\w)[-−$€£¥]?\d", segment)
+    match = _NEXT_NUMBER_RE.search(segment)
     return segment[: match.start()] if match else segment
 
 
