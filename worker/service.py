@@ -15,8 +15,9 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import restate
+from pydantic import BaseModel
 from restate.exceptions import TerminalError
-from restate.serde import BytesSerde
+from restate.serde import BytesSerde, PydanticJsonSerde, Serde
 
 from worker import steps
 from worker.intake import Rejection, original_value, read_report
@@ -37,6 +38,7 @@ from worker.settings import get_settings
 
 log = restate.getLogger("worker.chain")  # type: ignore[no-untyped-call]
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 # When a retryable failure outlasts every step-level bound (the worker is
 # unreachable, Kafka refuses the publish), back off and finally PAUSE: an
@@ -54,8 +56,24 @@ report_chain = restate.Service(
 )
 
 
+def _journaled(model: type[M]) -> restate.RunOptions[M]:
+    # A ready serde writes the same JSON as the SDK's default one for a pydantic type hint,
+    # but spares the SDK its type inspection on every ctx.run (a copy of the options, hint unwrapping).
+    serde: Serde[M] = PydanticJsonSerde(model)  # type: ignore[no-untyped-call]
+    return restate.RunOptions(serde=serde)
+
+
+EXTRACT_RUN = _journaled(ExtractResult)
+SORT_RUN = _journaled(SortResult)
+FORMAT_RUN = _journaled(FormatResult)
+
+
 async def _attempts(
-    ctx: restate.Context, step: Step, action: Callable[..., Coroutine[Any, Any, T]], result: type[T], **kwargs: Any
+    ctx: restate.Context,
+    step: Step,
+    action: Callable[..., Coroutine[Any, Any, T]],
+    options: restate.RunOptions[T],
+    **kwargs: Any,
 ) -> T:
     """Run an LLM step: one journaled `ctx.run` per attempt, a durable sleep between attempts.
 
@@ -70,7 +88,7 @@ async def _attempts(
             return await ctx.run_typed(
                 step.value,
                 action,
-                restate.RunOptions(type_hint=result),
+                options,
                 attempt=attempt,
                 repair_hint=repair_hint,
                 **kwargs,
@@ -88,7 +106,7 @@ async def _attempts(
 
 # Publishing has no attempt bound of its own: it falls back to the invocation
 # retry policy above, which pauses instead of giving up.
-PUBLISH = restate.RunOptions(type_hint=Delivery)
+PUBLISH = _journaled(Delivery)
 
 
 @report_chain.handler("process", accept="*/*", input_serde=BytesSerde())
@@ -101,24 +119,24 @@ async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
     report = intake
 
     report_id = report.report_id
-    done = CompletedSteps()
+    # The completed steps are only needed for a dead letter: build them only then.
+    extracted: ExtractResult | None = None
+    ordered: SortResult | None = None
     step = Step.EXTRACT
     try:
-        extracted = await _attempts(ctx, step, steps.extract_metrics, ExtractResult, report=report)
-        done = CompletedSteps(extract=extracted)
+        extracted = await _attempts(ctx, step, steps.extract_metrics, EXTRACT_RUN, report=report)
         if not extracted.metrics:
             error = "no metrics were found in the report"
+            done = CompletedSteps(extract=extracted)
             return await _dead_letter(ctx, report, raw, invocation_id, "no_metrics", error, step, done)
         step = Step.SORT
         ordered = await _attempts(
-            ctx, step, steps.sort_metrics, SortResult, report_id=report_id, metrics=extracted.metrics
+            ctx, step, steps.sort_metrics, SORT_RUN, report_id=report_id, metrics=extracted.metrics
         )
-        done = CompletedSteps(extract=extracted, sort=ordered)
         step = Step.FORMAT
-        table = await _attempts(
-            ctx, step, steps.format_table, FormatResult, report_id=report_id, metrics=ordered.metrics
-        )
+        table = await _attempts(ctx, step, steps.format_table, FORMAT_RUN, report_id=report_id, metrics=ordered.metrics)
     except TerminalError as exc:
+        done = CompletedSteps(extract=extracted, sort=ordered)
         return await _dead_letter(ctx, report, raw, invocation_id, "step_failed", exc.message, step, done)
 
     record = _table_record(report, invocation_id, extracted, ordered, table)
