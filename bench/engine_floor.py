@@ -29,6 +29,7 @@ from hypercorn.config import Config
 from restate.serde import BytesSerde
 from restate.server import install_shutdown_hook
 
+from worker.app import tune_gc
 from worker.models import Delivery
 from worker.publisher import Publisher
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     _step_latency = args.step_latency
     _publisher = Publisher({"bootstrap.servers": args.bootstrap})
 
-    # The same server settings as `python -m worker`.
+    # The same server settings as `python -m worker`, garbage collector included.
+    tune_gc()
     config = Config()
     config.bind = [args.bind]
     config.keep_alive_timeout = 600
