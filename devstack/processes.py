@@ -103,6 +103,11 @@ class ManagedProcess:
                 env=env, cwd=cwd, start_new_session=True,
             )  # fmt: skip
         self.pid_file.write_text(f"{proc.pid}\n")
+        # Until the child has exec'd, /proc shows our own command line, without the marker:
+        # wait for the child's, so pid() finds the process as soon as start() returns.
+        deadline = time.monotonic() + 5
+        while self.marker not in _cmdline(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         return proc
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
