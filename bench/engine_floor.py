@@ -29,6 +29,7 @@ from hypercorn.config import Config
 from restate.serde import BytesSerde
 from restate.server import install_shutdown_hook
 
+from worker.__main__ import KEEP_ALIVE_MAX_REQUESTS
 from worker.app import tune_gc
 from worker.models import Delivery
 from worker.publisher import Publisher
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Config()
     config.bind = [args.bind]
     config.keep_alive_timeout = 600
+    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
     config.graceful_timeout = 3
     config.accesslog = None
     shutdown = asyncio.Event()

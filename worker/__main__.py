@@ -20,6 +20,8 @@ from worker.settings import get_settings
 
 log = logging.getLogger("worker")
 
+KEEP_ALIVE_MAX_REQUESTS = 2**62  # in effect unlimited
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -36,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     config.bind = [args.bind or settings.worker_bind]
     # Restate keeps HTTP/2 streams open for long-running invocations.
     config.keep_alive_timeout = 600
+    # Restate keeps each connection for as long as the worker runs. Hypercorn's default closes a
+    # connection after 1,000 requests, which broke every invocation still on it (Restate retried
+    # them: LLM calls in flight were paid again, RT0010 warnings in batches of ~32).
+    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
     config.graceful_timeout = 3
     config.accesslog = None
     # Route hypercorn's own messages through our logging setup (one format, one stream).
