@@ -219,6 +219,8 @@ def test_worker_log_names_provider_and_model_but_never_the_key(openai_stack: Tes
     log = openai_stack.stack.worker.process.log_file.read_text()
     assert "provider=openai model=test-model" in log
     assert TEST_API_KEY not in log
+    # One line per report, not one per LLM call from the HTTP client (the tests above made calls).
+    assert "outcome=table" in log and "HTTP Request:" not in log
 
 
 def test_an_attempt_cut_short_by_a_crash_does_not_use_up_the_step_budget(

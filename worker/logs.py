@@ -33,5 +33,7 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # The HTTP client logs every request line at INFO, including URLs; keep it quiet.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The HTTP clients log every request line at INFO, including URLs; keep them quiet
+    # (the openai SDK's client is httpx2, whatever its transport).
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
