@@ -158,6 +158,7 @@ class Restate:
 
     def prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.scratch_dir.mkdir(exist_ok=True)
 
     def argv(self) -> list[str]:
         # The platform binary itself: the npm `bin` wrapper is a node process that
@@ -179,7 +180,14 @@ class Restate:
             "RESTATE_ADMIN__ADVERTISED_ADMIN_ENDPOINT": c.admin_url,
             # Unix sockets would land in the data dir; TCP is all we need.
             "RESTATE_LISTEN_MODE": "tcp",
+            # The invoker makes a scratch directory per partition on every start, and leaves it:
+            # keep them under the run dir (removed by `make clean`), not in /tmp.
+            "TMPDIR": str(self.scratch_dir),
         }
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.dir / "tmp"
 
     def healthy(self) -> bool:
         return _http_ok(f"{self.cfg.admin_url}/health") and _http_ok(f"{self.cfg.ingress_url}/restate/health")

@@ -94,6 +94,14 @@ def test_poison_records_go_to_the_dead_letter_topic_and_valid_ones_flow_on(offli
     assert outputs[f"{run}-blank"][0].json()["reason"] == "empty"
 
 
+def test_restate_scratch_directories_stay_under_the_run_dir(stack: TestStack) -> None:
+    # restate-server makes an invoker-* directory per partition on every start and never
+    # removes it; the stack points TMPDIR at the run dir so `make clean` takes them too.
+    scratch = stack.stack.restate.scratch_dir
+    assert scratch.is_relative_to(stack.cfg.run_dir)
+    assert any(p.name.startswith("invoker-") for p in scratch.iterdir())
+
+
 def test_setup_twice_leaves_exactly_one_subscription(stack: TestStack) -> None:
     cfg = stack.stack.setup_config()
     first = run_setup(cfg, log=lambda _: None)
