@@ -211,7 +211,9 @@ def _causes(err: BaseException) -> list[BaseException]:
 
 
 def _summary(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    """The kind of a connection failure, without its text (which may quote a URL with credentials)."""
+    reason = err.strerror if isinstance(err, OSError) else None
+    return f"{type(err).__name__} ({reason})" if reason else type(err).__name__
 
 
 def _timed_out(err: BaseException) -> bool:
