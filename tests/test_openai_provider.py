@@ -307,7 +307,7 @@ def test_unreachable_server_is_transient() -> None:
     provider = make_provider(base_url)
 
     # Not "did not answer within": the aiohttp transport reports a refused connection as a timeout.
-    with pytest.raises(TransientProviderError, match="cannot reach .*: ConnectionRefusedError"):
+    with pytest.raises(TransientProviderError, match=r"cannot reach .*: ConnectionRefusedError"):
         run(provider, lambda: provider.sort(METRICS, call("r-gone", Step.SORT)))
 
 
