@@ -17,22 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import logging
-import signal
 import sys
-from typing import Any
 
-import hypercorn.asyncio
 import restate
-from hypercorn.config import Config
 from restate.serde import BytesSerde
-from restate.server import install_shutdown_hook
 
-from worker.__main__ import KEEP_ALIVE_MAX_REQUESTS
-from worker.app import tune_gc
+from worker.app import Receive, Scope, Send, tune_gc
 from worker.models import Delivery
 from worker.publisher import Publisher
+from worker.server import serve, server_config
 
 SERVICE = "BenchFloor"
 HANDLER = "process"
@@ -68,7 +62,7 @@ async def process(ctx: restate.Context, raw: bytes | None) -> str:
 _restate_app = restate.app(services=[floor])
 
 
-async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _app(scope: Scope, receive: Receive, send: Send) -> None:
     # The SDK's app has no lifespan support (see worker/app.py): acknowledge it here.
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
@@ -94,25 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The same server settings as `python -m worker`, garbage collector included.
     tune_gc()
-    config = Config()
-    config.bind = [args.bind]
-    config.keep_alive_timeout = 600
-    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
-    config.graceful_timeout = 3
-    config.accesslog = None
-    shutdown = asyncio.Event()
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        install_shutdown_hook(loop, shutdown.set, signal.SIGTERM)
-        loop.add_signal_handler(signal.SIGINT, shutdown.set)
-        server = asyncio.create_task(hypercorn.asyncio.serve(_app, config, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
-        await shutdown.wait()
-        # Restate keeps idle HTTP/2 connections open; stopping without them is safe.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server, timeout=config.graceful_timeout + 1)
-
-    asyncio.run(serve())
+    asyncio.run(serve(_app, server_config(args.bind)))
     _publisher.close()
     return 0
 

@@ -5,22 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
-
-import hypercorn.asyncio
-from hypercorn.config import Config
-from restate.server import install_shutdown_hook
 
 from worker.app import create_app
 from worker.logs import configure
 from worker.providers import close_provider
 from worker.publisher import close_publisher
+from worker.server import serve, server_config
 from worker.settings import get_settings
 
 log = logging.getLogger("worker")
-
-KEEP_ALIVE_MAX_REQUESTS = 2**62  # in effect unlimited
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,18 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     configure(settings.log_level, settings.log_format)
-    config = Config()
-    config.bind = [args.bind or settings.worker_bind]
-    # Restate keeps HTTP/2 streams open for long-running invocations.
-    config.keep_alive_timeout = 600
-    # Restate keeps each connection for as long as the worker runs. Hypercorn's default closes a
-    # connection after 1,000 requests, which broke every invocation still on it (Restate retried
-    # them: LLM calls in flight were paid again, RT0010 warnings in batches of ~32).
-    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
-    config.graceful_timeout = 3
-    config.accesslog = None
-    # Route hypercorn's own messages through our logging setup (one format, one stream).
-    config.errorlog = logging.getLogger("hypercorn.error")
+    config = server_config(args.bind or settings.worker_bind)
     model = "n/a" if settings.provider == "offline" else settings.llm_model
     log.info(
         "worker starting on %s: provider=%s model=%s base_url=%s request signing=%s",
@@ -53,28 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         "on" if settings.identity_keys else "off",
     )  # fmt: skip
 
-    shutdown = asyncio.Event()
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        # The SDK keeps one SIGTERM dispatcher per loop (it tells running invocations
-        # to wind down); a plain add_signal_handler would be replaced by it.
-        install_shutdown_hook(loop, shutdown.set, signal.SIGTERM)
-        loop.add_signal_handler(signal.SIGINT, shutdown.set)
-        server = asyncio.create_task(
-            hypercorn.asyncio.serve(create_app(), config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
-        )
-        await shutdown.wait()
-        # Restate keeps idle HTTP/2 connections open, which hypercorn would wait on
-        # forever. Stopping mid-attempt is safe: Restate retries it from the journal.
-        try:
-            await asyncio.wait_for(server, timeout=config.graceful_timeout + 1)
-        except TimeoutError:
-            log.info("connections still open after %.0f s; stopping anyway", config.graceful_timeout)
+    async def run() -> None:
+        await serve(create_app(), config)
         close_publisher()
         await close_provider()
 
-    asyncio.run(serve())
+    asyncio.run(run())
     log.info("worker stopped")
     return 0
 
