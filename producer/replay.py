@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from producer.durations import parse_duration
-from producer.kafka import consumer_config, describe, producer_config
+from producer.kafka import consumer_config, describe, producer_config, topic_partitions
 from worker.intake import MAX_ORIGINAL_BYTES, Rejection, read_report
 from worker.models import DeadLetter
 
@@ -146,28 +146,21 @@ class Record:
 
 def scan(consumer: Consumer, topic: str, since_ms: int | None, timeout: float) -> Iterator[Record]:
     """Every record of `topic` (from `since_ms` when given) up to the end offsets at the start."""
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-    except KafkaException as exc:
-        raise ReplayError(f"cannot reach Kafka: {exc}") from None
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None:
-        raise ReplayError(f"cannot read topic {topic}: {info.error.str() if info and info.error else 'unknown topic'}")
     ends: dict[int, int] = {}
     starts = []
-    for partition in sorted(info.partitions):
+    for partition_id in topic_partitions(consumer, topic, timeout, ReplayError):
         try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition_id), timeout=timeout)
             start = low
             if since_ms is not None:
                 # The first offset with a timestamp >= since (-1 when there is none).
-                found = consumer.offsets_for_times([TopicPartition(topic, partition, since_ms)], timeout=timeout)[0]
+                found = consumer.offsets_for_times([TopicPartition(topic, partition_id, since_ms)], timeout=timeout)[0]
                 start = found.offset if found.offset >= 0 else high
         except KafkaException as exc:
-            raise ReplayError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from None
+            raise ReplayError(f"cannot read the offsets of {topic}[{partition_id}]: {exc}") from None
         if start < high:
-            ends[partition] = high
-            starts.append(TopicPartition(topic, partition, start))
+            ends[partition_id] = high
+            starts.append(TopicPartition(topic, partition_id, start))
     consumer.assign(starts)
     deadline = time.monotonic() + timeout
     try:

@@ -25,7 +25,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 from pydantic import ValidationError
 
 from producer.cli import positive_float, positive_int
-from producer.kafka import consumer_config, describe
+from producer.kafka import consumer_config, describe, topic_partitions
 from worker.models import DeadLetter, TableRecord
 
 log = logging.getLogger("producer.results")
@@ -151,7 +151,7 @@ class _Read:
     def _assign(self, timeout: float) -> None:
         assignment = []
         for topic in (self.options.tables_topic, self.options.dlq_topic):
-            for partition in _partitions(self.consumer, topic, timeout):
+            for partition in topic_partitions(self.consumer, topic, timeout, ReaderError):
                 low, high = watermark_offsets(self.consumer, TopicPartition(topic, partition), timeout)
                 start = low if self.options.from_beginning else high
                 self.ends[(topic, partition)] = high
@@ -256,18 +256,6 @@ def watermark_offsets(consumer: Consumer, tp: TopicPartition, timeout: float) ->
                 reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
                 raise ReaderError(f"cannot read the offsets of {tp.topic}[{tp.partition}]: {reason}") from None
             time.sleep(0.2)
-
-
-def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-    except KafkaException as exc:
-        raise ReaderError(f"cannot reach Kafka: {exc.args[0].str() if exc.args else exc}") from None
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None:
-        reason = info.error.str() if info is not None and info.error is not None else "unknown topic"
-        raise ReaderError(f"cannot read topic {topic}: {reason}")
-    return sorted(info.partitions)
 
 
 def _on_error(seen: set[int]) -> Callable[[KafkaError], None]:
