@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from pathlib import Path
 
 import pytest
 
+from evaluation import CORPUS_PATH, load_corpus
 from worker.models import LLMUsage, Metric, Step
 from worker.providers.base import CallInfo, Provider
 from worker.providers.offline import OfflineProvider, extract_metrics, markdown_table, sort_metrics
 from worker.validation import check_grounded, check_sorted_permutation, check_table
-
-CORPUS = Path(__file__).parent / "data" / "labelled_reports.jsonl"
 
 
 def call(step: Step) -> CallInfo:
@@ -143,14 +140,14 @@ def test_provider_protocol_usage_and_call_counter() -> None:
 
 
 def test_extraction_is_deterministic() -> None:
-    text = CORPUS.read_text(encoding="utf-8")
+    text = CORPUS_PATH.read_text(encoding="utf-8")
     assert extract_metrics(text) == extract_metrics(text)
 
 
 def test_offline_answers_pass_validation_on_every_labelled_report() -> None:
     """The offline chain must never produce an answer the steps would reject."""
-    for line in CORPUS.read_text(encoding="utf-8").splitlines():
-        message = json.loads(line)["message"]
+    for report in load_corpus():
+        message = report.message
         extracted = extract_metrics(message)
         check_grounded(extracted, message)
         ordered = sort_metrics(extracted)
