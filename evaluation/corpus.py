@@ -28,7 +28,7 @@ class LabelledReport(BaseModel):
     id: str = Field(min_length=1)
     message: str = Field(min_length=1)
     expected: list[Metric]
-    split: Split = "original"
+    split: Split
 
 
 def load_corpus(path: Path = CORPUS_PATH, splits: Iterable[Split] | None = None) -> list[LabelledReport]:

@@ -81,6 +81,8 @@ def test_corpus_is_well_formed() -> None:
     assert len({r.id for r in reports}) == len(reports)
     assert all(r.message.strip() for r in reports)
     assert sum(1 for r in reports if not r.expected) >= 2  # reports without metrics are part of the test
+    assert sum(r.split == "new" for r in reports) >= 30
+    assert sum(r.split == "held-out" for r in reports) >= 5
 
 
 def score(reports: list[LabelledReport], label: str) -> Score:
