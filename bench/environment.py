@@ -57,7 +57,7 @@ class BenchEnvironment:
         self.engine_floor = ManagedProcess(
             "engine-floor", run_dir, [self.engine_floor_port], marker="-m bench.engine_floor"
         )
-        self.llm_server = ManagedProcess("llm-server", run_dir, [self.llm_port], marker="-m tests.llm_server")
+        self.llm_server = ManagedProcess("llm-server", run_dir, [self.llm_port], marker="-m testllm")
         self._worker_env: dict[str, str] | None = None
         self._engine_floor_latency: float | None = None
         self._extras = (self.kafka_floor, self.engine_floor, self.llm_server)
@@ -175,7 +175,7 @@ class BenchEnvironment:
 
     def start_llm_server(self, latency: float) -> str:
         """Start the test LLM server; returns its OPENAI_BASE_URL."""
-        argv = ["-m", "tests.llm_server", "--port", str(self.llm_port), "--latency", str(latency)]
+        argv = ["-m", "testllm", "--port", str(self.llm_port), "--latency", str(latency)]
         self._start(self.llm_server, argv, lambda: port_in_use(self.llm_port))
         return f"http://127.0.0.1:{self.llm_port}/v1"
 

@@ -1,4 +1,4 @@
-"""The test LLM server (tests/llm_server.py) with a chaos policy deciding each call's fate.
+"""The test LLM server (testllm/) with a chaos policy deciding each call's fate.
 
 The base server takes per-(report, step) scripts queued in advance; a soak run needs a
 decision per call instead, so this subclass overrides the one place that picks a
@@ -14,7 +14,7 @@ import traceback
 from collections import Counter
 
 from chaos.schedule import LLMFault, LLMFaultRates, llm_fault
-from tests.llm_server import Answer, Behaviour, Correct, Hang, LLMServer, Malformed, Status
+from testllm import Answer, Behaviour, Correct, Hang, LLMServer, Malformed, Status
 
 # Well-formed answers whose content fails the step's validation (worker/validation.py):
 # a value the report never states, a "sorted" list that is not a permutation, a table of

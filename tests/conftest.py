@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.config import StackConfig
+from testllm import LLMServer
 from tests.harness import TestStack
-from tests.llm_server import LLMServer
 
 
 @pytest.fixture(scope="session")

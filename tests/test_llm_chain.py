@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from testllm import Answer, Hang, LLMServer, Malformed, Status
 from tests.conftest import TEST_API_KEY
 from tests.harness import OutputRecord, TestStack, unique
-from tests.llm_server import Answer, Hang, LLMServer, Malformed, Status
 
 REPORT = "Quarterly revenue was $12.5M, up 22% from last year, with 340 employees."
 STEPS = ("extract", "sort", "format")

@@ -1,4 +1,4 @@
-"""OpenAIProvider against a real OpenAI-compatible HTTP server (tests/llm_server.py).
+"""OpenAIProvider against a real OpenAI-compatible HTTP server (testllm/).
 
 No Kafka or Restate: these exercise the provider, the openai SDK and HTTP for real,
 and assert on what the server received and what the provider returned or raised.
@@ -20,7 +20,7 @@ from typing import TypeVar
 import pytest
 from pydantic import SecretStr
 
-from tests.llm_server import Answer, Correct, Hang, LLMServer, Malformed, RejectJsonSchema, Status
+from testllm import Answer, Correct, Hang, LLMServer, Malformed, RejectJsonSchema, Status
 from worker.models import Metric, Step
 from worker.providers.base import CallInfo, InvalidAnswerError, PermanentProviderError, TransientProviderError
 from worker.providers.openai_compat import REPORT_TAG, OpenAIProvider, delimit, parse_retry_after, undelimit
@@ -413,7 +413,7 @@ def test_delimit_round_trips() -> None:
 
 def test_server_runs_standalone_help() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tests.llm_server", "--help"],
+        [sys.executable, "-m", "testllm", "--help"],
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
+from testllm import Behaviour, Call, Hang, LLMServer, Malformed, Status
 from tests.harness import DLQ, REPORTS, TABLES, OutputRecord, TestStack, unique
-from tests.llm_server import Behaviour, Call, Hang, LLMServer, Malformed, Status
 from worker import faults
 
 STEPS = {"extract": "Extract metrics", "sort": "Sort metrics", "format": "Format as table"}

@@ -21,8 +21,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from producer.replay import Skip, build_parser, parse_since, replay_value
+from testllm import LLMServer, Status
 from tests.harness import DLQ, REPORTS, TABLES, TestStack, unique
-from tests.llm_server import LLMServer, Status
 from worker.intake import MAX_ORIGINAL_BYTES
 from worker.models import DeadLetter, Source
 

@@ -1,4 +1,4 @@
-"""A small, real OpenAI-compatible HTTP server for tests and load runs.
+"""The server: a small, real OpenAI-compatible HTTP server for tests and load runs.
 
 It speaks `POST /v1/chat/completions` (and `/chat/completions`) over real HTTP on
 127.0.0.1, so the worker's provider, the openai SDK and httpx are exercised for
@@ -14,16 +14,14 @@ sends (falling back to the prompt). With nothing scripted every call gets a
 correct answer: the offline extractor's metrics, sorted by value, and the offline
 provider's markdown table, so the server can also serve load tests:
 
-    python -m tests.llm_server --port 8765 --latency 0.2
+    python -m testllm --port 8765 --latency 0.2
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
-import signal
 import threading
 import time
 import uuid
@@ -34,104 +32,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from worker.models import Metric, Step
-from worker.providers.offline import extract_metrics, markdown_table
-from worker.providers.openai_compat import METRICS_TAG, REPORT_TAG, undelimit
+from testllm.answers import correct_answer, guess_step
+from testllm.behaviours import (
+    Answer,
+    Behaviour,
+    Call,
+    Correct,
+    Hang,
+    Malformed,
+    RejectJsonSchema,
+    Status,
+    step_key,
+)
+from worker.models import Step
 
 log = logging.getLogger(__name__)
 
 COMPLETION_PATHS = ("/v1/chat/completions", "/chat/completions")
-
-
-# --- Behaviours: what the server does for one call ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Correct:
-    """A correct answer. `metrics` (extract, sort) or `table` (format) override the computed one."""
-
-    metrics: Sequence[Metric | Mapping[str, Any]] | None = None
-    table: str | None = None
-
-
-@dataclass(frozen=True)
-class Status:
-    """An HTTP error: `body` (dict -> JSON, str -> verbatim) defaults to an OpenAI-style error object."""
-
-    code: int
-    body: Mapping[str, Any] | str | None = None
-    headers: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Wait `seconds` (longer than the client's timeout), then answer correctly to whoever is still listening."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Malformed:
-    """A 200 whose content is not JSON."""
-
-    content: str = "Sure! Here are the metrics you asked for: revenue was about 12.5M."
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A 200 with arbitrary content: a dict or list is sent as JSON, a str verbatim (e.g. hallucinated, unsorted)."""
-
-    content: Mapping[str, Any] | Sequence[Any] | str
-
-
-@dataclass(frozen=True)
-class RejectJsonSchema:
-    """A 400 like a server without structured outputs, for a json_schema request; other requests answer correctly."""
-
-
-Behaviour = Correct | Status | Hang | Malformed | Answer | RejectJsonSchema
-
-
-@dataclass(frozen=True)
-class Call:
-    """One request as the server saw it."""
-
-    seq: int
-    path: str
-    report_id: str
-    step: str
-    model: str
-    response_format: str | None
-    """The request's `response_format.type`: json_schema, json_object, or None."""
-    messages: list[dict[str, Any]]
-    body: dict[str, Any]
-    headers: dict[str, str]
-    """Request headers, with Authorization redacted."""
-    behaviour: Behaviour
-    status: int
-    response_id: str | None
-    successful: bool
-    """Answered 200 with a correct answer, in time (a Hang's late answer does not count)."""
-    received_at: float
-    client_port: int = 0
-    """The client's TCP port: calls sharing one came over one kept-alive connection."""
-
-    @property
-    def prompt(self) -> str:
-        """All message contents joined, for assertions about what the model was told."""
-        return "\n".join(str(m.get("content", "")) for m in self.messages)
-
-
-def _step_key(step: Step | str) -> str:
-    if isinstance(step, Step):
-        return step.short
-    for known in Step:
-        if step == known.value:
-            return known.short
-    return step
-
-
-# --- The server -----------------------------------------------------------------------------------
 
 
 class LLMServer:
@@ -191,12 +108,12 @@ class LLMServer:
     def script(self, report_id: str, step: Step | str, behaviours: Sequence[Behaviour]) -> None:
         """Queue behaviours for the next calls of (report id, step); once used up, calls answer `Correct()`."""
         with self._lock:
-            self._scripts[(report_id, _step_key(step))].extend(behaviours)
+            self._scripts[(report_id, step_key(step))].extend(behaviours)
 
     def pending(self, report_id: str, step: Step | str) -> list[Behaviour]:
         """Scripted behaviours not consumed yet."""
         with self._lock:
-            return list(self._scripts.get((report_id, _step_key(step)), ()))
+            return list(self._scripts.get((report_id, step_key(step)), ()))
 
     def reset(self) -> None:
         """Forget scripts and the call log (between tests); latency is kept."""
@@ -207,7 +124,7 @@ class LLMServer:
     def calls(self, report_id: str | None = None, step: Step | str | None = None) -> list[Call]:
         with self._lock:
             calls = list(self._calls)
-        key = None if step is None else _step_key(step)
+        key = None if step is None else step_key(step)
         return [c for c in calls if report_id in (None, c.report_id) and key in (None, c.step)]
 
     def successful_calls(self, report_id: str | None = None, step: Step | str | None = None) -> list[Call]:
@@ -228,7 +145,7 @@ class LLMServer:
         messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
         response_format = (body.get("response_format") or {}).get("type")
         report_id = unquote(headers.get("x-report-id", ""))
-        step = headers.get("x-report-step") or _guess_step(messages, body)
+        step = headers.get("x-report-step") or guess_step(messages, body)
         model = str(body.get("model", ""))
         behaviour = self._next_behaviour(report_id, step)
 
@@ -282,7 +199,7 @@ class LLMServer:
             return self._completion(model, messages, content, correct=False)
         correct = behaviour if isinstance(behaviour, Correct) else Correct()
         try:
-            answer = _correct_answer(correct, step, messages)
+            answer = correct_answer(correct, step, messages)
         except ValueError as err:
             return _Reply(400, {"error": {"message": str(err), "type": "invalid_request_error", "param": None}})
         return self._completion(model, messages, json.dumps(answer), correct=True)
@@ -344,48 +261,6 @@ def _error_body(code: int, api_key: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind or "server_error", "param": None, "code": kind}}
 
 
-def _guess_step(messages: list[dict[str, Any]], body: Mapping[str, Any]) -> str:
-    """The step of a request without X-Report-Step headers, from the prompt's shape."""
-    text = "\n".join(str(m.get("content", "")) for m in messages)
-    if f"<{REPORT_TAG}>" in text:
-        return Step.EXTRACT.short
-    schema = json.dumps(body.get("response_format") or {})
-    if '"table"' in schema or "markdown table" in text:
-        return Step.FORMAT.short
-    if f"<{METRICS_TAG}>" in text:
-        return Step.SORT.short
-    return "unknown"
-
-
-def _delimited(tag: str, messages: list[dict[str, Any]]) -> str:
-    for message in messages:
-        if message.get("role") == "user" and (found := undelimit(tag, str(message.get("content", "")))) is not None:
-            return found
-    raise ValueError(f"no <{tag}> block in the user messages")
-
-
-def _prompt_metrics(messages: list[dict[str, Any]]) -> list[Metric]:
-    payload = json.loads(_delimited(METRICS_TAG, messages))
-    return [Metric.model_validate(m) for m in payload["metrics"]]
-
-
-def _correct_answer(correct: Correct, step: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The scripted answer, else the offline provider's (its pure functions: OfflineProvider counts calls for tests)."""
-    if step in (Step.EXTRACT.short, Step.SORT.short) and correct.metrics is not None:
-        metrics = [m if isinstance(m, Metric) else Metric.model_validate(m) for m in correct.metrics]
-        return {"metrics": [m.model_dump() for m in metrics]}
-    if step == Step.FORMAT.short and correct.table is not None:
-        return {"table": correct.table}
-    if step == Step.EXTRACT.short:
-        return {"metrics": [m.model_dump() for m in extract_metrics(_delimited(REPORT_TAG, messages))]}
-    if step == Step.SORT.short:
-        ordered = sorted(_prompt_metrics(messages), key=lambda m: m.value, reverse=True)
-        return {"metrics": [m.model_dump() for m in ordered]}
-    if step == Step.FORMAT.short:
-        return {"table": markdown_table(_prompt_metrics(messages))}
-    raise ValueError(f"cannot tell which step this request is for (step={step!r})")
-
-
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # load tests open many connections at once
@@ -443,34 +318,3 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.llm_server",
-        description="A local OpenAI-compatible chat-completions server that answers every report correctly "
-        "(offline extractor, sort by value, markdown table). Point the worker at it with "
-        "OPENAI_BASE_URL=http://HOST:PORT/v1 and any OPENAI_API_KEY.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument(
-        "--port", type=int, default=8765, help="port to bind, 0 for any free port (default: %(default)s)"
-    )
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call (default: %(default)s)")
-    args = parser.parse_args(argv)
-
-    server = LLMServer(args.host, args.port, latency=args.latency).start()
-    print(
-        f"llm server listening: OPENAI_BASE_URL={server.base_url} (latency {args.latency:g}s); Ctrl-C to stop",
-        flush=True,
-    )
-    done = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: done.set())
-    done.wait()
-    server.stop()
-    print(f"served {len(server.calls())} calls", flush=True)
-
-
-if __name__ == "__main__":
-    main()
