@@ -20,11 +20,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
-# Then the project itself (worker, producer, devstack; see packages.find in pyproject.toml).
+# Then the project itself (worker, producer, ops, devstack; see packages.find in pyproject.toml).
 # Not editable: the runtime image carries installed packages, not this source tree.
 COPY . .
 RUN pip install . \
-    && python -c "import worker, producer, devstack"
+    && python -c "import worker, producer, ops, devstack"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

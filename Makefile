@@ -37,7 +37,7 @@ down:  ## stop what `make up` started
 	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
 
 status: deps  ## pipeline status: invocations by state, paused work, step latency, lag
-	$(PY) -m producer.status
+	$(PY) -m ops.status
 
 ps: deps  ## which local stack processes run
 	$(PY) -m devstack status

@@ -12,14 +12,14 @@ import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from chaos.accounting import OutputRecord, TopicKind
-from producer.kafka import consumer_config
+from ops.kafka import consumer_config
 
 
 class OutputCollector:
     """Reads the tables and dead-letter topics from the beginning, raw, in a background thread.
 
     Raw on purpose: the accounting must see duplicates and their bytes, which the
-    deduplicating results reader (producer/results.py) hides. librdkafka reconnects by
+    deduplicating results reader (ops/results.py) hides. librdkafka reconnects by
     itself while the broker is down.
     """
 

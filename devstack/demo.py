@@ -7,9 +7,10 @@ import time
 import uuid
 
 from devstack.stack import Stack
-from producer.kafka import consumer_config, producer_config
+from ops.kafka import consumer_config
+from ops.results import ReadOptions, Result, read_results
+from producer.kafka import producer_config
 from producer.reports import load_samples
-from producer.results import ReadOptions, Result, read_results
 from producer.send import send
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1

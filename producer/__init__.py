@@ -1,1 +1,1 @@
-"""Command-line tools around the worker: send reports, read results."""
+"""Sending reports to the worker's input topic: `report-producer`, the generator, the bundled samples."""

@@ -26,8 +26,9 @@ from cryptography.x509.oid import NameOID
 
 from devstack.config import REPO_ROOT
 from devstack.setup import SetupConfig, SetupError, run_setup
-from producer.kafka import consumer_config, describe, producer_config
-from producer.status import kafka_config
+from ops.kafka import consumer_config
+from ops.status.kafka import kafka_config
+from producer.kafka import describe, producer_config
 from worker.publisher import Publisher
 from worker.settings import get_settings, redact_kafka_properties
 
@@ -174,7 +175,7 @@ def _run(module: str, *args: str, env: dict[str, str], timeout: float = 60) -> s
 
 
 def test_the_results_reader_shows_a_redacted_config_and_never_the_password(secure_env: dict[str, str]) -> None:
-    result = _run("producer.results", "-v", "--timeout", "3", env=secure_env)
+    result = _run("ops.results", "-v", "--timeout", "3", env=secure_env)
     assert result.returncode == 1, result.stderr
     assert "sasl.password=***" in result.stderr and "security.protocol=SASL_SSL" in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
@@ -190,7 +191,7 @@ def test_the_report_producer_shows_a_redacted_config_and_never_the_password(secu
 def test_status_shows_a_redacted_config_and_never_the_password(secure_env: dict[str, str]) -> None:
     admin = f"http://127.0.0.1:{_closed_port()}"
     for args in (["-v"], ["-v", "--json"]):
-        result = _run("producer.status", *args, "--admin-url", admin, env=secure_env)
+        result = _run("ops.status", *args, "--admin-url", admin, env=secure_env)
         assert result.returncode == 1, result.stderr
         assert "sasl.password=***" in result.stderr and "ssl.ca.location=" in result.stderr
         assert PASSWORD not in result.stdout + result.stderr

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from ops.kafka import consumer_config
+from ops.results import watermark_offsets
 from producer.generate import generate_reports
-from producer.kafka import consumer_config, describe, producer_config
+from producer.kafka import describe, producer_config
 from producer.reports import LineError, OutgoingReport, load_samples, parse_lines, parse_text, with_ids
-from producer.results import watermark_offsets
 from producer.send import DeliveryReport, DeliverySummary, send
 from tests.harness import REPORTS, OutputRecord, TestStack, unique
 from worker.intake import read_report

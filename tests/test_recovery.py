@@ -151,7 +151,7 @@ def run_results(stack: TestStack, *args: str) -> subprocess.CompletedProcess[str
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     env["KAFKA_BOOTSTRAP_SERVERS"] = stack.cfg.kafka_bootstrap
     return subprocess.run(
-        [sys.executable, "-m", "producer.results", *args],
+        [sys.executable, "-m", "ops.results", *args],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""`python -m producer.replay`: dead letters go back to the input topic after a fix and come
+"""`report-replay` (`python -m ops.replay`): dead letters go back to the input topic after a fix and come
 out as tables under the same report id; a second replay, a dry run and a non-matching
 selector send nothing.
 
@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from producer.replay import Skip, build_parser, parse_since, replay_value
+from ops.arguments import since
+from ops.replay import Skip, build_parser, replay_value
 from testllm import LLMServer, Status
 from tests.harness import DLQ, REPORTS, TABLES, TestStack, unique
 from worker.intake import MAX_ORIGINAL_BYTES
@@ -86,7 +87,7 @@ def test_since_accepts_durations_and_iso_times() -> None:
     parser = build_parser()
     args = parser.parse_args(["--since", "30m"])
     assert abs(time.time() - 1800 - args.since.timestamp()) < 5
-    assert parse_since("2024-05-01T08:00:00+00:00").timestamp() == 1714550400
+    assert since("2024-05-01T08:00:00+00:00").timestamp() == 1714550400
     with pytest.raises(SystemExit):
         parser.parse_args(["--since", "yesterday"])
 
@@ -108,7 +109,7 @@ def run_cli(stack: TestStack, module: str, *args: str) -> subprocess.CompletedPr
 
 
 def replay(stack: TestStack, *args: str) -> subprocess.CompletedProcess[str]:
-    result = run_cli(stack, "producer.replay", "--timeout", "30", *args)
+    result = run_cli(stack, "ops.replay", "--timeout", "30", *args)
     print(result.stdout, result.stderr, flush=True)
     return result
 
@@ -186,7 +187,7 @@ def test_a_too_large_report_replayed_after_raising_the_limit_becomes_one_table(o
     assert "re-sent 0" in second.stdout
     assert end_offsets(stack) == after_first, "the second replay sent the report again"
 
-    shown = run_cli(stack, "producer.results", "--json", "--id", rid, "--timeout", "30")
+    shown = run_cli(stack, "ops.results", "--json", "--id", rid, "--timeout", "30")
     assert shown.returncode == 0, shown.stderr
     lines = [json.loads(line) for line in shown.stdout.splitlines()]
     assert [(line["kind"], line["report_id"]) for line in lines] == [("table", rid)]

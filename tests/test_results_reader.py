@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from producer.kafka import consumer_config
-from producer.results import ReaderError, ReadOptions, Result, read_results
+from ops.kafka import consumer_config
+from ops.results import ReaderError, ReadOptions, Result, read_results
 from tests.harness import DLQ, TABLES, TestStack, unique
 from worker.models import DeadLetter, Ledger, Metric, Source, TableRecord
 
@@ -65,7 +65,7 @@ def run_results(args: Sequence[str], bootstrap: str, timeout: float = 60) -> sub
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     return subprocess.run(
-        [sys.executable, "-m", "producer.results", *args],
+        [sys.executable, "-m", "ops.results", *args],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -200,7 +200,7 @@ def test_help_and_usage_errors() -> None:
 
 def test_a_replayed_report_shows_its_table_not_its_earlier_dead_letter(stack: TestStack) -> None:
     # The dead letter comes first; the table arrives much later on a topic with more data
-    # than one fetch, as after `producer.replay`. The report's outcome is the table.
+    # than one fetch, as after `report-replay`. The report's outcome is the table.
     report_id = unique("res-replayed")
     stack.send(encode(dead_letter(report_id)), key=report_id, topic=DLQ)
     filler = encode(table_record(unique("res-filler")))

@@ -1,4 +1,4 @@
-"""`python -m producer.status` against the session stack: real invocations, read back as a subprocess.
+"""`python -m ops.status` against the session stack: real invocations, read back as a subprocess.
 
 The session's stack is shared, so each test first waits until nothing is on its way, then asserts
 exact differences between two snapshots.
@@ -45,7 +45,7 @@ def status_env(stack: TestStack, **overrides: str) -> dict[str, str]:
 
 def run_status(stack: TestStack, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producer.status", *args],
+        [sys.executable, "-m", "ops.status", *args],
         env=status_env(stack, **env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -285,7 +285,7 @@ def test_usage_errors_exit_2_and_help_exits_0(stack: TestStack) -> None:
 
 def test_watch_refreshes_until_ctrl_c_and_exits_0(stack: TestStack) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "producer.status", "--watch", "0.3"],
+        [sys.executable, "-m", "ops.status", "--watch", "0.3"],
         env=status_env(stack),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

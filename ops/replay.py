@@ -1,4 +1,4 @@
-"""`python -m producer.replay`: send selected dead letters back to the input topic, after a fix.
+"""`report-replay` (`python -m ops.replay`): send selected dead letters back to the input topic, after a fix.
 
 Each selected dead letter's ORIGINAL value goes back to the reports topic with the
 same report id, so its outcome replaces the dead letter under the same key:
@@ -28,18 +28,18 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from producer.durations import parse_duration
-from producer.kafka import consumer_config, describe, producer_config, topic_partitions
+from ops import arguments
+from ops.kafka import consumer_config, topic_partitions
+from producer.kafka import describe, producer_config
 from worker.intake import MAX_ORIGINAL_BYTES, Rejection, read_report
 from worker.models import DeadLetter
 
-log = logging.getLogger("producer.replay")
-librdkafka_log = logging.getLogger("producer.replay.librdkafka")
+log = logging.getLogger("ops.replay")
+librdkafka_log = logging.getLogger("ops.replay.librdkafka")
 
 REPLAY_HEADER = "replay-of"
 """Header naming the dead letter a replayed record came from (for people reading the topic)."""
@@ -252,10 +252,10 @@ Selectors combine: --reason and --report-id may repeat (any of the values), and 
 given selectors must match. Without a selector, --all is required.
 
 examples:
-  python -m producer.replay --reason too_large --dry-run
-  python -m producer.replay --reason step_failed --since 2h
-  python -m producer.replay --report-id q3 --report-id reports/2/17
-  python -m producer.replay --all --since 2024-05-01T08:00:00+00:00
+  report-replay --reason too_large --dry-run
+  report-replay --reason step_failed --since 2h
+  report-replay --report-id q3 --report-id reports/2/17
+  report-replay --all --since 2024-05-01T08:00:00+00:00
 
 Kafka client settings come from KAFKA_* environment variables, as for the worker.
 exit codes: 0 done, 1 Kafka error, a record not delivered or a --report-id without a dead
@@ -263,20 +263,9 @@ letter, 2 usage error, 130 interrupted.
 """
 
 
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """`30m`, `2h`, `1d` (ago) or an ISO 8601 time (local time when it has no offset)."""
-    ago = parse_duration(text)
-    if ago is not None:
-        return (now or datetime.now(UTC)) - ago
-    try:
-        return datetime.fromisoformat(text.strip()).astimezone()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO time or a duration like 30m, 2h, 1d; got {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m producer.replay",
+        prog="report-replay",
         description="Re-send selected dead letters from the dead-letter topic to the input topic, "
         "keeping each report's id, so a fixed worker can process them again.",
         epilog=EPILOG,
@@ -285,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reason", action="append", default=[], metavar="R", help="dead-letter reason (repeatable)")
     parser.add_argument("--report-id", action="append", default=[], metavar="ID", help="report id (repeatable)")
     parser.add_argument(
-        "--since", type=parse_since, metavar="WHEN", help="dead letters recorded since an ISO time or 30m / 2h / 1d ago"
+        "--since",
+        type=arguments.since,
+        metavar="WHEN",
+        help="dead letters recorded since an ISO time or 30m / 2h / 1d ago",
     )
     parser.add_argument("--all", action="store_true", help="every dead letter (required when no selector is given)")
     parser.add_argument("--dry-run", action="store_true", help="show what would be re-sent; send nothing")

@@ -1,4 +1,4 @@
-"""`report-results` (`python -m producer.results`): print the worker's tables and dead letters.
+"""`report-results` (`python -m ops.results`): print the worker's tables and dead letters.
 
 The reader assigns partitions itself under a unique, never-committed group id, so
 it cannot disturb any other consumer. Publishing is at-least-once (DESIGN.md,
@@ -24,12 +24,13 @@ from typing import Any, Literal
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
-from producer.cli import positive_float, positive_int
-from producer.kafka import consumer_config, describe, topic_partitions
+from ops.arguments import positive
+from ops.kafka import consumer_config, topic_partitions
+from producer.kafka import describe
 from worker.models import DeadLetter, TableRecord
 
-log = logging.getLogger("producer.results")
-librdkafka_log = logging.getLogger("producer.results.librdkafka")
+log = logging.getLogger("ops.results")
+librdkafka_log = logging.getLogger("ops.results.librdkafka")
 
 ResultKind = Literal["table", "dead_letter"]
 METADATA_TIMEOUT_S = 10.0
@@ -97,7 +98,7 @@ def read_results(
 ) -> ReadSummary:
     """Read tables and dead letters, calling `on_result` once per report id, as they arrive.
 
-    `config` is a consumer config (see producer.kafka.consumer_config). Raises ReaderError
+    `config` is a consumer config (see ops.kafka.consumer_config). Raises ReaderError
     when Kafka cannot be read. `stop` ends the read early from another thread.
     """
     consumer = Consumer({**config, "error_cb": _on_error(set()), "logger": librdkafka_log})
@@ -316,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="print only this report id and wait until it arrives (repeatable)",
     )
-    parser.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="stop after SECONDS")
-    parser.add_argument("--max", type=positive_int, metavar="N", help="stop after N results")
+    parser.add_argument("--timeout", type=positive(float), metavar="SECONDS", help="stop after SECONDS")
+    parser.add_argument("--max", type=positive(int), metavar="N", help="stop after N results")
     parser.add_argument("--bootstrap-server", metavar="HOST:PORT", help="default: $KAFKA_BOOTSTRAP_SERVERS")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also show the (redacted) Kafka config and client logs"

@@ -1,0 +1,116 @@
+"""`report-status` (`python -m ops.status`): the command line. Exit codes: 0 ok; 1 Restate or Kafka
+could not be reached (the message names the address); 2 usage error. With --watch, Ctrl-C exits 0."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+
+from ops import arguments
+from ops.arguments import positive
+from ops.status.collect import DEFAULT_ADMIN_URL, DEFAULT_GROUP_ID, Options, collect
+from ops.status.kafka import kafka_config, librdkafka_log
+from ops.status.models import TARGET, Status, StatusError
+from ops.status.render import render
+from producer.kafka import describe
+
+log = logging.getLogger("ops.status")
+
+
+EPILOG = """\
+examples:
+  report-status                         invocations, paused work, step latency, Kafka lag (last hour)
+  report-status --since 30m             the window for completed invocations and latencies (s, m, h, d)
+  report-status --watch 2               refresh every 2 s (Ctrl-C to stop)
+  report-status --json | jq .paused     machine-readable; keys are stable
+
+Kafka client settings come from KAFKA_* environment variables, as for the worker; topics from
+TABLES_TOPIC, DEAD_LETTER_TOPIC and REPORTS_TOPIC; the consumer group from the registered
+subscription (else SUBSCRIPTION_GROUP_ID or report-chain).
+exit codes: 0 ok, 1 Restate or Kafka unreachable, 2 usage error (with --watch, Ctrl-C exits 0).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="report-status",
+        description=f"Pipeline status of {TARGET}: Restate invocations and journal, Kafka topics and lag.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--since", type=arguments.window, default=timedelta(hours=1), metavar="DURATION",
+        help="window for completed invocations, latencies and recent records (default: 1h)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON (one document per refresh with --watch)")
+    parser.add_argument("--watch", type=positive(float), metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
+    parser.add_argument(
+        "--admin-url", default=env.get("RESTATE_ADMIN_URL", DEFAULT_ADMIN_URL),
+        help="Restate admin API (default: $RESTATE_ADMIN_URL or %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--bootstrap-server", metavar="HOST:PORT", help="default: $KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument(
+        "--limit", type=positive(int), default=10, metavar="N", help="show at most N paused invocations (default: 10)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also show the (redacted) Kafka config and client logs"
+    )
+    return parser
+
+
+def options_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Options:
+    env = os.environ if environ is None else environ
+    return Options(
+        admin_url=args.admin_url,
+        window=args.since,
+        limit=int(args.limit),
+        kafka=kafka_config(env, args.bootstrap_server),
+        tables_topic=env.get("TABLES_TOPIC", "tables"),
+        dlq_topic=env.get("DEAD_LETTER_TOPIC", "reports.dlq"),
+        reports_topic=env.get("REPORTS_TOPIC", "reports"),
+        group_id=env.get("SUBSCRIPTION_GROUP_ID", DEFAULT_GROUP_ID),
+    )
+
+
+def _show(status: Status, as_json: bool, watching: bool) -> None:
+    if as_json:
+        print(json.dumps(status.to_json(), indent=None if watching else 2), flush=True)
+    else:
+        if watching:
+            print("\033[H\033[2J", end="")
+        print(render(status), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO if args.verbose else logging.WARNING, format="report-status: %(message)s"
+    )
+    librdkafka_log.setLevel(logging.WARNING if args.verbose else logging.CRITICAL + 1)
+    options = options_from(args)
+    log.info("restate admin: %s; kafka config: %s", options.admin_url, describe(options.kafka))
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                _show(collect(options), args.json, args.watch is not None)
+            except StatusError as exc:
+                print(f"report-status: {exc}", file=sys.stderr, flush=True)
+                if args.watch is None:
+                    return 1
+            if args.watch is None:
+                return 0
+            time.sleep(max(0.0, args.watch - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

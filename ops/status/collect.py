@@ -1,0 +1,125 @@
+"""One status snapshot: Restate and Kafka read in parallel, put together."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ops.status.journal import count_invocations, event_failure, invocation_of, journal_position, percentiles_of
+from ops.status.kafka import kafka_config, kafka_status
+from ops.status.models import Invocation, KafkaStatus, Percentiles, Status
+from ops.status.restate import (
+    Restate,
+    counts_sql,
+    end_to_end_sql,
+    events_sql,
+    journals_sql,
+    oldest_sql,
+    paused_sql,
+    step_latency_sql,
+)
+from worker.models import Step
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9070"
+DEFAULT_GROUP_ID = "report-chain"
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    admin_url: str = DEFAULT_ADMIN_URL
+    window: timedelta = timedelta(hours=1)
+    limit: int = 10
+    kafka: dict[str, str] = {}
+    tables_topic: str = "tables"
+    dlq_topic: str = "reports.dlq"
+    reports_topic: str = "reports"
+    group_id: str = DEFAULT_GROUP_ID
+    """Used when no subscription to ReportChain/process is registered."""
+
+
+def _subscription_source(subscription: Mapping[str, Any] | None, options: Options) -> tuple[str, str, str | None]:
+    """(group id, input topic, subscription id), from the registered subscription when there is one."""
+    if subscription is None:
+        return options.group_id, options.reports_topic, None
+    group = str((subscription.get("options") or {}).get("group.id") or options.group_id)
+    topic = str(subscription.get("source", "")).rsplit("/", 1)[-1] or options.reports_topic
+    return group, topic, str(subscription.get("id"))
+
+
+def collect(options: Options) -> Status:
+    """One status snapshot. Restate and Kafka are read in parallel. Raises StatusError."""
+    window_s = max(1, int(options.window.total_seconds()))
+    since_ms = int((time.time() - window_s) * 1000)
+    restate = Restate(options.admin_url)
+    try:
+        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="status") as pool:
+
+            def sql(text: str) -> Future[list[dict[str, Any]]]:
+                return pool.submit(restate.query, text)
+
+            def kafka() -> KafkaStatus:
+                group, topic, sub_id = _subscription_source(restate.subscription(), options)
+                return kafka_status(
+                    options.kafka or kafka_config(),
+                    tables_topic=options.tables_topic,
+                    dlq_topic=options.dlq_topic,
+                    reports_topic=topic,
+                    group_id=group,
+                    subscription_id=sub_id,
+                    since_ms=since_ms,
+                )
+
+            kafka_future = pool.submit(kafka)
+            counts, oldest, paused = sql(counts_sql(window_s)), sql(oldest_sql()), sql(paused_sql(options.limit))
+            steps, end_to_end = sql(step_latency_sql(window_s)), sql(end_to_end_sql(window_s))
+            detail_ids = [str(r["id"]) for r in oldest.result() + paused.result()]
+            events = sql(events_sql(detail_ids)) if detail_ids else None
+            journals = restate.query(journals_sql(detail_ids)) if detail_ids else []
+            details = _Details(journals, events.result() if events else [])
+            by_step = {str(r["step"]): percentiles_of(r) for r in steps.result()}
+            e2e_rows = end_to_end.result()
+            status = Status(
+                generated_at=datetime.now(UTC),
+                window_seconds=window_s,
+                admin_url=restate.admin_url,
+                invocations=count_invocations(counts.result()),
+                oldest_in_flight=details.of(oldest.result())[0] if oldest.result() else None,
+                paused=details.of(paused.result()),
+                step_latency_ms={s.value: by_step.get(s.value, Percentiles()) for s in Step},
+                end_to_end_ms=percentiles_of(e2e_rows[0] if e2e_rows else None),
+                kafka=kafka_future.result(),
+            )
+    finally:
+        restate.close()
+    return status
+
+
+class _Details:
+    """Journal entries and events of the invocations shown in detail, by invocation id."""
+
+    def __init__(self, journals: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]) -> None:
+        self.journals = _by_id(journals)
+        self.events = _by_id(events)
+
+    def of(self, rows: Sequence[Mapping[str, Any]]) -> list[Invocation]:
+        return [
+            invocation_of(
+                r,
+                journal_position(str(r["id"]), self.journals.get(str(r["id"]), [])),
+                event_failure(self.events.get(str(r["id"]), [])),
+            )
+            for r in rows
+        ]
+
+
+def _by_id(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(str(row["id"]), []).append(row)
+    return grouped
