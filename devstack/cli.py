@@ -16,8 +16,9 @@ EXIT_OK, EXIT_FAILED = 0, 1
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="devstack",
-        description="Local stack for the report-chain worker: Apache Kafka (KRaft), restate-server and the worker, "
-        "as local processes with PID and log files under .run/stack.",
+        description="Local stack for the report-chain worker: Apache Kafka (KRaft), restate-server, the worker and, "
+        "with LLM_PROVIDER=local, llama.cpp's server with a local model, as local processes with PID and log files "
+        "under .run/stack.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start what is not running, wait until healthy, then run setup")
@@ -25,7 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop the processes `up` started")
     sub.add_parser("status", help="show which stack processes run")
     restart = sub.add_parser("restart", help="restart one component (e.g. the worker after changing its environment)")
-    restart.add_argument("component", choices=["kafka", "restate", "worker"])
+    restart.add_argument("component", choices=["kafka", "restate", "llm", "worker"])
+    sub.add_parser(
+        "model",
+        help="fetch (once) and verify the local model (LOCAL_MODEL_PATH, LOCAL_MODEL=hf:REPO/FILE, "
+        "or the pinned default), then print its path",
+    )
     sub.add_parser(
         "setup",
         help="idempotent setup against any Kafka + Restate + worker (configured by environment: "
@@ -40,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "setup":
             run_setup(SetupConfig.from_env())
             return EXIT_OK
+        if args.command == "model":
+            from devstack.localmodel import main as model_main
+
+            return model_main()
         stack = Stack(StackConfig())
         if args.command == "up":
             seconds = stack.up()

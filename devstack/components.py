@@ -1,4 +1,5 @@
-"""The three processes of a local stack: Kafka (KRaft), restate-server, the worker.
+"""The processes of a local stack: Kafka (KRaft), restate-server, the worker, and, for
+`LLM_PROVIDER=local`, llama.cpp's OpenAI-compatible server with a local model.
 
 Each component knows how to prepare its files, how to start, and when it is healthy.
 """
@@ -16,8 +17,11 @@ from pathlib import Path
 import httpx
 
 from devstack.config import KAFKA_CLUSTER_ID, KAFKA_LIBS, NODE_MODULES, REPO_ROOT, RESTATE_TOML, StackConfig
+from devstack.llamacpp import default_threads
+from devstack.localmodel import ModelError, ModelSpec, model_alias, resolve_model
 from devstack.processes import ManagedProcess, StackError, port_in_use
 from devstack.setup import kafka_reachable
+from worker.settings import settings_from
 
 
 def _http_ok(url: str) -> bool:
@@ -216,6 +220,7 @@ class Worker:
             **self.cfg.worker_env,
             **self.extra_env,
             "KAFKA_BOOTSTRAP_SERVERS": self.cfg.kafka_bootstrap,
+            "LOCAL_LLM_URL": self.cfg.llm_url,
             "WORKER_BIND": f"127.0.0.1:{self.cfg.worker_port}",
             "PYTHONPATH": str(REPO_ROOT),
         }
@@ -224,4 +229,43 @@ class Worker:
         return _http_ok(f"{self.cfg.worker_url}/health")
 
 
-Component = Kafka | Restate | Worker
+class LocalLLM:
+    """llama.cpp's server (devstack/llamacpp.py) with the model the worker's environment names."""
+
+    name = "llm"
+
+    def __init__(self, cfg: StackConfig, worker: Worker) -> None:
+        self.cfg = cfg
+        self.worker = worker
+        self.process = ManagedProcess(self.name, cfg.run_dir, [cfg.llm_port], marker="-m devstack.llamacpp")
+        self.model: Path | None = None
+
+    def wanted(self) -> bool:
+        """Whether the worker is configured to use it."""
+        return settings_from(self.worker.env()).provider == "local"
+
+    def prepare(self) -> None:
+        try:
+            # The first start fetches the pinned model (`make deps` normally did already).
+            self.model = resolve_model(ModelSpec.from_env(self.worker.env()), log=lambda line: print(line, flush=True))
+        except ModelError as err:
+            raise StackError(str(err)) from None
+
+    def argv(self) -> list[str]:
+        assert self.model is not None, "prepare() first"
+        settings = settings_from(self.worker.env())
+        return [
+            sys.executable, "-m", "devstack.llamacpp", "--model", str(self.model), "--alias", model_alias(self.model),
+            "--port", str(self.cfg.llm_port), "--parallel", str(settings.local_llm_parallel),
+            "--ctx", str(settings.local_llm_ctx), "--threads", str(settings.local_llm_threads or default_threads()),
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    def healthy(self) -> bool:
+        # 503 while the model loads, 200 once it serves.
+        return _http_ok(f"http://127.0.0.1:{self.cfg.llm_port}/health")
+
+
+Component = Kafka | Restate | LocalLLM | Worker

@@ -28,6 +28,8 @@ class StackConfig:
     restate_admin_port: int = 9070
     restate_node_port: int = 5122
     worker_port: int = 9080
+    llm_port: int = 8090
+    """llama.cpp's server, run only for LLM_PROVIDER=local."""
     # Extra environment for the worker process (on top of the caller's environment).
     worker_env: dict[str, str] = field(default_factory=dict)
 
@@ -47,6 +49,7 @@ class StackConfig:
             restate_admin_port=9070 + offset,
             restate_node_port=5122 + offset,
             worker_port=9080 + offset,
+            llm_port=8090 + offset,
         )
 
     @property
@@ -60,6 +63,11 @@ class StackConfig:
     @property
     def ingress_url(self) -> str:
         return f"http://127.0.0.1:{self.restate_ingress_port}"
+
+    @property
+    def llm_url(self) -> str:
+        """The local LLM server's OpenAI base URL (what the worker gets as LOCAL_LLM_URL)."""
+        return f"http://127.0.0.1:{self.llm_port}/v1"
 
     @property
     def worker_url(self) -> str:

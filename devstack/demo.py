@@ -3,6 +3,7 @@ they arrive, then say how to go on. The stack keeps running afterwards."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -12,14 +13,20 @@ from ops.results import ReadOptions, Result, read_results
 from producer.kafka import producer_config
 from producer.reports import load_samples
 from producer.send import send
+from worker.settings import settings_from
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
+PROGRESS_EVERY = 10.0  # seconds between progress lines while reports are in flight
 
 
 def run_demo(stack: Stack) -> int:
     seconds = stack.up()
     cfg = stack.cfg
-    print(f"\nstack is up in {seconds:.1f} s. Sending the sample reports to `reports`...\n")
+    local = settings_from(stack.worker.env()).provider == "local"
+    print(f"\nstack is up in {seconds:.1f} s. Sending the sample reports to `reports`...")
+    if local:
+        print("The local model answers each of the three steps in seconds (more on a busy machine): be patient.")
+    print()
 
     samples = load_samples(id_prefix=f"demo-{uuid.uuid4().hex[:6]}")
     kafka = {"bootstrap.servers": cfg.kafka_bootstrap}
@@ -28,16 +35,30 @@ def run_demo(stack: Stack) -> int:
         print(f"could not send the samples: {sent.describe()}")
         return EXIT_INCOMPLETE
 
+    done = 0
+
     def show(result: Result) -> None:
+        nonlocal done
+        done += 1
         print(result.render(), flush=True)
         print()
 
     started = time.monotonic()
-    summary = read_results(
-        consumer_config(base=kafka),
-        ReadOptions(ids=frozenset(s.id for s in samples if s.id), timeout=120),
-        on_result=show,
-    )
+    reading = threading.Event()
+
+    def progress() -> None:
+        while not reading.wait(PROGRESS_EVERY):
+            print(f"... {done} of {len(samples)} reports done after {time.monotonic() - started:.0f} s", flush=True)
+
+    threading.Thread(target=progress, name="demo-progress", daemon=True).start()
+    try:
+        summary = read_results(
+            consumer_config(base=kafka),
+            ReadOptions(ids=frozenset(s.id for s in samples if s.id), timeout=1800 if local else 120),
+            on_result=show,
+        )
+    finally:
+        reading.set()
     print(f"{summary.results} of {len(samples)} reports came back in {time.monotonic() - started:.1f} s.")
     print(
         f"""

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from devstack.components import Component, Kafka, Restate, Worker
+from devstack.components import Component, Kafka, LocalLLM, Restate, Worker
 from devstack.config import StackConfig
 from devstack.processes import StackError
 from devstack.setup import SetupConfig, run_setup
@@ -19,17 +19,18 @@ class Stack:
         self.kafka = Kafka(self.cfg)
         self.restate = Restate(self.cfg)
         self.worker = Worker(self.cfg)
+        self.llm = LocalLLM(self.cfg, self.worker)
 
     @property
     def components(self) -> list[Component]:
-        # Start order; stop order is the reverse.
-        return [self.kafka, self.restate, self.worker]
+        # Start order; stop order is the reverse. The local LLM starts only when the worker uses it.
+        return [self.kafka, self.restate, self.llm, self.worker]
 
     def component(self, name: str) -> Component:
         for c in self.components:
             if c.name == name:
                 return c
-        raise StackError(f"no component named {name!r} (choose from kafka, restate, worker)")
+        raise StackError(f"no component named {name!r} (choose from kafka, restate, llm, worker)")
 
     def setup_config(self) -> SetupConfig:
         """The environment's setup, pointed at this stack's addresses."""
@@ -77,7 +78,8 @@ class Stack:
         """Start what is not running, then run the idempotent setup. Returns seconds taken."""
         started = time.monotonic()
         for component in self.components:
-            self.start(component)
+            if component is not self.llm or self.llm.wanted():
+                self.start(component, timeout=180 if component is self.llm else 60)
         run_setup(self.setup_config(), log=self.log)
         return time.monotonic() - started
 

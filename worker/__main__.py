@@ -29,11 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     configure(settings.log_level, settings.log_format)
     config = server_config(args.bind or settings.worker_bind)
-    model = "n/a" if settings.provider == "offline" else settings.llm_model
+    if settings.provider == "offline":
+        model, base_url = "n/a", "n/a"
+    else:
+        from worker.providers.openai_compat import Endpoint, safe_url  # the openai SDK: only when used
+
+        endpoint = Endpoint.of(settings)
+        model, base_url = endpoint.model, safe_url(endpoint.base_url)
     log.info(
         "worker starting on %s: provider=%s model=%s base_url=%s request signing=%s",
-        config.bind[0], settings.provider, model, settings.openai_base_url or "default",
-        "on" if settings.identity_keys else "off",
+        config.bind[0], settings.provider, model, base_url, "on" if settings.identity_keys else "off",
     )  # fmt: skip
 
     async def run() -> None:

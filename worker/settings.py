@@ -69,19 +69,32 @@ class Settings(BaseSettings):
     invocation_retry_max_interval: float = Field(default=30.0, gt=0, description="Seconds.")
 
     # LLM provider.
-    llm_provider: Literal["openai", "offline"] | None = Field(
-        default=None, description="openai or offline; default: openai when OPENAI_API_KEY is set, else offline."
+    llm_provider: Literal["openai", "local", "offline"] | None = Field(
+        default=None,
+        description="openai, local or offline; default: openai when OPENAI_API_KEY is set, else offline.",
     )
     llm_model: str = "gpt-4o-mini"
     llm_model_extract: str | None = None
     llm_model_sort: str | None = None
     llm_model_format: str | None = None
+    llm_temperature: float | None = Field(
+        default=None, ge=0, le=2, description="Sampling temperature; default: the server's (0 for local)."
+    )
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
     llm_max_concurrency: int = Field(default=100, ge=1, description="LLM calls in flight per worker process.")
     llm_price_prompt_per_1k: float | None = Field(default=None, ge=0)
     llm_price_completion_per_1k: float | None = Field(default=None, ge=0)
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+
+    # The local LLM (LLM_PROVIDER=local): llama.cpp's OpenAI-compatible server, which the local
+    # stack starts (devstack/llamacpp.py) with the model below; the worker calls it at LOCAL_LLM_URL.
+    local_llm_url: str = "http://127.0.0.1:8090/v1"
+    local_model_path: str | None = Field(default=None, description="A GGUF file to serve.")
+    local_model: str | None = Field(default=None, description="hf:OWNER/REPO/FILE.gguf, downloaded once.")
+    local_llm_threads: int | None = Field(default=None, ge=1, description="CPU threads; default cores - 1.")
+    local_llm_parallel: int = Field(default=2, ge=1, description="Requests the server decodes together.")
+    local_llm_ctx: int = Field(default=4096, ge=512, description="Context tokens per parallel request.")
 
     # Serving.
     worker_bind: str = "0.0.0.0:9080"
@@ -101,7 +114,7 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def provider(self) -> Literal["openai", "offline"]:
+    def provider(self) -> Literal["openai", "local", "offline"]:
         assert self.llm_provider is not None
         return self.llm_provider
 
@@ -120,6 +133,13 @@ class Settings(BaseSettings):
     def kafka(self) -> dict[str, str]:
         """librdkafka properties for this process (a fresh dict; callers may add to it)."""
         return kafka_properties()
+
+
+def settings_from(env: Mapping[str, str]) -> Settings:
+    """Settings read from `env` instead of this process's environment (e.g. the worker's, by the local stack)."""
+    fields = Settings.model_fields
+    values = {name.lower(): value for name, value in env.items() if value and name.lower() in fields}
+    return Settings.model_validate(values)
 
 
 @lru_cache(maxsize=1)

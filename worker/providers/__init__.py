@@ -17,7 +17,7 @@ def get_provider() -> Provider:
     with _lock:
         if _provider is None:
             settings = get_settings()
-            if settings.provider == "openai":
+            if settings.provider in ("openai", "local"):
                 from worker.providers.openai_compat import OpenAIProvider
 
                 _provider = OpenAIProvider(settings)

@@ -18,6 +18,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -224,21 +225,68 @@ def _timed_out(err: BaseException) -> bool:
 
 # --- The provider --------------------------------------------------------------------------------
 
+LOCAL_API_KEY = SecretStr("local")  # llama.cpp's server checks no key; the SDK wants one
+LOCAL_MODEL = "local"  # llama.cpp's server serves one model whatever the name, and answers with its own
 
-class OpenAIProvider:
-    """The Provider protocol over `AsyncOpenAI` chat completions. Build one per process and reuse it."""
 
-    def __init__(self, settings: Settings) -> None:
+@dataclass(frozen=True)
+class Endpoint:
+    """What one OpenAI-compatible provider calls: its name in the ledger, where, with which key and models."""
+
+    provider: str
+    base_url: str
+    api_key: SecretStr = field(repr=False)
+    model: str
+    step_models: Mapping[Step, str] = field(default_factory=dict)
+    temperature: float | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> Endpoint:
+        """The configured provider's endpoint: OpenAI (or any compatible API), or the local llama.cpp server."""
+        steps = (Step.EXTRACT, Step.SORT, Step.FORMAT)
+        if settings.provider == "local":
+            model = settings.llm_model if "llm_model" in settings.model_fields_set else LOCAL_MODEL
+            return cls(
+                provider="local",
+                base_url=settings.local_llm_url,
+                api_key=LOCAL_API_KEY,
+                model=model,
+                step_models={step: settings.model_for(step) if _step_override(settings, step) else model
+                             for step in steps},
+                # Greedy decoding: the same report gets the same answer (a repair samples differently).
+                temperature=0.0 if settings.llm_temperature is None else settings.llm_temperature,
+            )  # fmt: skip
         if settings.openai_api_key is None or not settings.openai_api_key.get_secret_value():
             # Local servers without auth accept any placeholder; a missing key is a configuration mistake.
             raise ValueError(
                 "OPENAI_API_KEY is required for the openai provider (any placeholder for servers without auth)"
             )
-        self._api_key: SecretStr = settings.openai_api_key
-        self._base_url = settings.openai_base_url or DEFAULT_BASE_URL
+        return cls(
+            provider="openai",
+            base_url=settings.openai_base_url or DEFAULT_BASE_URL,
+            api_key=settings.openai_api_key,
+            model=settings.llm_model,
+            step_models={step: settings.model_for(step) for step in steps},
+            temperature=settings.llm_temperature,
+        )
+
+
+def _step_override(settings: Settings, step: Step) -> bool:
+    return settings.model_for(step) != settings.llm_model
+
+
+class OpenAIProvider:
+    """The Provider protocol over `AsyncOpenAI` chat completions. Build one per process and reuse it."""
+
+    def __init__(self, settings: Settings, endpoint: Endpoint | None = None) -> None:
+        endpoint = endpoint or Endpoint.of(settings)
+        self._name = endpoint.provider
+        self._api_key: SecretStr = endpoint.api_key
+        self._base_url = endpoint.base_url
         self._timeout = settings.llm_timeout_seconds
-        self._model = settings.llm_model
-        self._step_models = {step: settings.model_for(step) for step in (Step.EXTRACT, Step.SORT, Step.FORMAT)}
+        self._model = endpoint.model
+        self._step_models = dict(endpoint.step_models)
+        self._temperature = endpoint.temperature
         # Models whose server rejected json_schema: asked in JSON mode from then on (per process).
         self._json_mode_models: set[str] = set()
         # The client is bound to the event loop that created it (its connection pool is), so keep the loop too.
@@ -255,7 +303,7 @@ class OpenAIProvider:
 
     @property
     def name(self) -> str:
-        return "openai"
+        return self._name
 
     def model_for(self, step: Step) -> str:
         return self._step_models.get(step, self._model)
@@ -342,6 +390,7 @@ class OpenAIProvider:
                     return await client.chat.completions.create(
                         model=model,
                         messages=messages,
+                        temperature=openai.omit if self._temperature is None else self._temperature,
                         # The same JSON on the wire as `response_format=`, but the SDK does not walk
                         # the schema with its type-driven transform on every call: that walk was a
                         # fifth of the worker's CPU under load. The format is typed where it is built.
