@@ -78,6 +78,11 @@ class Call:
     received_at: float
     client_port: int = 0
     """The client's TCP port: calls sharing one came over one kept-alive connection."""
+    prompt_tokens: int = 0
+    """Tokens the answer charged (its usage; 0 for an error)."""
+    completion_tokens: int = 0
+    rate_limited: bool = False
+    """Answered 429 by the server's rate limit (`LLMServer.limit_rate`)."""
 
     @property
     def prompt(self) -> str:

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -44,6 +44,7 @@ from testllm.behaviours import (
     Status,
     step_key,
 )
+from testllm.ratelimit import Admitted, Limiter, Peak, RateLimit, peak
 from worker.models import Step
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,15 @@ COMPLETION_PATHS = ("/v1/chat/completions", "/chat/completions")
 class LLMServer:
     """The scriptable server. Thread-safe: scripts and the call log may be used while requests are served."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0, rate_limit: RateLimit | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.latency = latency
         """Seconds added to every call (benchmarks)."""
         self._lock = threading.Lock()
+        self._limiter = Limiter(rate_limit) if rate_limit else None
         self._scripts: dict[tuple[str, str], deque[Behaviour]] = defaultdict(deque)
         self._calls: list[Call] = []
         self._seq = itertools.count(1)
@@ -116,10 +120,24 @@ class LLMServer:
             return list(self._scripts.get((report_id, step_key(step)), ()))
 
     def reset(self) -> None:
-        """Forget scripts and the call log (between tests); latency is kept."""
+        """Forget scripts, the call log and the rate limit (between tests); latency is kept."""
         with self._lock:
             self._scripts.clear()
             self._calls.clear()
+            self._limiter = None
+
+    def limit_rate(self, limit: RateLimit | None) -> None:
+        """Answer 429, like a provider, beyond `limit` per rolling window (None: no limit)."""
+        with self._lock:
+            self._limiter = Limiter(limit) if limit else None
+
+    def peak(self, window: float = 60.0) -> Peak:
+        """The most calls, and tokens charged, that arrived in any rolling `window` (whatever their answer)."""
+        return peak(((c.received_at, c.prompt_tokens + c.completion_tokens) for c in self.calls()), window)
+
+    def rate_limited_calls(self) -> list[Call]:
+        """Calls the rate limit answered with 429."""
+        return [c for c in self.calls() if c.rate_limited]
 
     def calls(self, report_id: str | None = None, step: Step | str | None = None) -> list[Call]:
         with self._lock:
@@ -141,16 +159,42 @@ class LLMServer:
         with self._lock:
             self._calls.append(call)
 
-    def _respond(self, path: str, headers: Mapping[str, str], body: dict[str, Any], client_port: int = 0) -> _Reply:
+    def _respond(
+        self,
+        path: str,
+        headers: Mapping[str, str],
+        body: dict[str, Any],
+        client_port: int = 0,
+        received_at: float | None = None,
+    ) -> _Reply:
+        received_at = time.time() if received_at is None else received_at
         messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
         response_format = (body.get("response_format") or {}).get("type")
         report_id = unquote(headers.get("x-report-id", ""))
         step = headers.get("x-report-step") or guess_step(messages, body)
         model = str(body.get("model", ""))
-        behaviour = self._next_behaviour(report_id, step)
 
-        api_key = headers.get("authorization", "").removeprefix("Bearer ")
-        reply = self._apply(behaviour, step, report_id, model, messages, response_format, api_key)
+        admitted: Admitted | None = None
+        limit_headers: dict[str, str] = {}
+        with self._lock:
+            if self._limiter is not None:
+                max_completion = int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+                admitted, limit_headers = self._limiter.admit(received_at, _prompt_tokens(messages), max_completion)
+                limited = admitted is None
+            else:
+                limited = False
+        if limited:
+            # The limit answers before any script: a scripted behaviour is left for the next admitted call.
+            behaviour: Behaviour = Status(429, _RATE_LIMITED, limit_headers)
+            reply = _Reply(429, _RATE_LIMITED, limit_headers)
+        else:
+            behaviour = self._next_behaviour(report_id, step)
+            api_key = headers.get("authorization", "").removeprefix("Bearer ")
+            reply = self._apply(behaviour, step, report_id, model, messages, response_format, api_key)
+            if admitted is not None:
+                with self._lock:
+                    admitted.completion = reply.completion_tokens
+                reply = replace(reply, headers={**(reply.headers or {}), **limit_headers})
         self._record(
             Call(
                 seq=next(self._seq),
@@ -166,14 +210,17 @@ class LLMServer:
                 status=reply.status,
                 response_id=reply.response_id,
                 successful=reply.correct and not isinstance(behaviour, Hang),
-                received_at=time.time(),
+                received_at=received_at,
                 client_port=client_port,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                rate_limited=limited,
             )
         )
         # Recorded before any delay, so a test sees the call as soon as its client gives up.
         if isinstance(behaviour, Hang):
             self._stopping.wait(behaviour.seconds)
-        if self.latency:
+        if self.latency and not limited:
             self._stopping.wait(self.latency)
         return reply
 
@@ -207,7 +254,7 @@ class LLMServer:
     def _completion(self, model: str, messages: list[dict[str, Any]], content: str, *, correct: bool) -> _Reply:
         # Unique across server instances too: tests match journaled ids against this server's log.
         response_id = f"chatcmpl-{self._instance}-{next(self._response_ids)}"
-        prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
+        prompt_tokens = _prompt_tokens(messages)
         completion_tokens = len(content) // 4 + 1
         body = {
             "id": response_id,
@@ -229,7 +276,13 @@ class LLMServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
-        return _Reply(200, body, {"x-request-id": f"req_{response_id}"}, response_id=response_id, correct=correct)
+        headers = {"x-request-id": f"req_{response_id}"}
+        return _Reply(200, body, headers, response_id, correct, prompt_tokens, completion_tokens)
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """The server's token count of a prompt (about 4 characters a token, 4 more per message)."""
+    return sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
 
 
 @dataclass(frozen=True)
@@ -239,6 +292,19 @@ class _Reply:
     headers: Mapping[str, str] | None = None
     response_id: str | None = None
     correct: bool = False
+    prompt_tokens: int = 0
+    """The tokens the answer charged (0 for errors)."""
+    completion_tokens: int = 0
+
+
+_RATE_LIMITED = {
+    "error": {
+        "message": "Rate limit reached for test-model: the test server's rate limit (see x-ratelimit-* headers).",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
 
 
 _REJECT_JSON_SCHEMA = {
@@ -272,6 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
     app: LLMServer
 
     def do_POST(self) -> None:
+        received_at = time.time()
         path = self.path.split("?", 1)[0]
         body_bytes = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if path not in COMPLETION_PATHS:
@@ -288,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
-            reply = self.app._respond(path, headers, body, self.client_address[1])
+            reply = self.app._respond(path, headers, body, self.client_address[1], received_at)
         except Exception as err:
             # A bug here (or a missing offline provider) must reach the test as a visible 500, not a dropped socket.
             log.exception("llm server failed to answer")
