@@ -107,7 +107,7 @@ def test_lowercase_m_is_metres_unless_money_or_a_plural_count_follows() -> None:
         ("sales cycle 46 days", [(46, "days")]),
         ("412 GB of 640 GB", [(412, "GB"), (640, "GB")]),
         ("3.6 TB per day", [(3.6, "TB")]),
-        ("7.8 t per hectare over 1,150 hectares", [(7.8, "t"), (1150, "ha")]),
+        ("7.8 t per hectare over 1,150 hectares", [(7.8, "t/ha"), (1150, "ha")]),
         ("peaked at 41 °C", [(41, "°C")]),
         ("peaked at 41°C", [(41, "°C")]),
         ("2.1 million cubic meters", [(2_100_000, "m3")]),
@@ -132,6 +132,12 @@ def test_units(text: str, expected: list[tuple[float, str]]) -> None:
         ("EBITDA margin slipped to -3.5%", [(-3.5, "%")]),
         ("EMEA ($1.2M), APAC $0.9M", [(-1_200_000, "USD"), (900_000, "USD")]),
         ("an operating loss of (£0.8m)", [(-800_000, "GBP")]),
+        ("Wholesale (1.2M) USD, Online 0.6M USD", [(-1_200_000, "USD"), (600_000, "USD")]),
+        (
+            "Store P&L (EUR thousands): sales 1,840, cost of sales (1,120), 12 stores.",
+            [(1_840_000, "EUR"), (-1_120_000, "EUR"), (12, "")],
+        ),
+        ("costs fell (12 USD) and then (7)", [(12, "USD"), (7, "")]),
         ("growth of 12 (3.2) units", [(12, ""), (3.2, "")]),
         ("NPS of +42", [(42, "")]),
         ("revenue fell 5%", [(5, "%")]),
@@ -201,6 +207,16 @@ def test_years_only_when_the_words_around_say_so() -> None:
     assert values("Revenue 2023: $5M") == [(5_000_000, "USD")]
     assert values("we shipped 2024 orders") == [(2024, "")]
     assert values("the team grew to 1,999 people") == [(1999, "")]
+
+
+def test_a_bare_number_compared_with_a_quantity_takes_its_unit() -> None:
+    assert values("takes 3 days instead of 5") == [(3, "days"), (5, "days")]
+    assert values("median 46 minutes (target 60)") == [(46, "min"), (60, "min")]
+    assert values("revenue $5M versus 4 last year") == [(5_000_000, "USD"), (4, "")]
+
+
+def test_a_build_duration_is_not_a_version() -> None:
+    assert values("median build 8.5 minutes, build 2.1 failed") == [(8.5, "min")]
 
 
 def test_rating_keeps_the_score_not_the_scale() -> None:

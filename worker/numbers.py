@@ -345,7 +345,11 @@ _NOT_QUANTITY_RES = [
     re.compile(rf"\b{_MONTH}\s+\d{{4}}\b"),
     re.compile(r"\b(?:19|20)\d0['’]?s\b|['’]\d0s\b|['’]\d{2}\b"),
     re.compile(r"\b\d+:\d+\b|\b24/7\b"),
-    re.compile(r"(?i:\b(?:version|release|build|patch|v)\.?\s?)\d+(?:\.\d+)*"),
+    # "version 3.12", but not "build 8.5 minutes": a version is never a duration or a share.
+    re.compile(
+        r"(?i:\b(?:version|release|build|patch|v)\.?\s?)\d+(?:\.\d+)*"
+        r"(?![\d.]|\s?(?:%|ms|s|secs?|seconds|mins?|minutes|h|hrs?|hours|days)\b)"
+    ),
     re.compile(r"\b\d+(?:\.\d+)+\s+(?i:release|version|update|build|patch)\b"),
 ]
 _DOTTED_RE = re.compile(r"\b\d+(?:\.\d+){2,}\b")
@@ -470,6 +474,8 @@ def _find_quantities(text: str) -> tuple[Quantity, ...]:
         if quantity is not None:
             found.append(quantity)
     found = _pair_ranges(text, found)
+    found = _borrow_compared_units(text, found)
+    found = _apply_currency_headings(text, found)
     return tuple(
         Quantity(value=f.value, unit=f.unit, span=(f.start, f.end), raw=text[f.start : f.end], range_role=f.range_role)
         for f in found
@@ -523,8 +529,13 @@ def _read(text: str, match: re.Match[str], decimal_comma: bool) -> _Found | None
         # "4.6/5" is a rating worth keeping; "1/3" or "50/50" is not one quantity.
         if denominator is None or denominator.group() not in ("5", "10", "100") or number > int(denominator.group()):
             return None
-    if currency and text[start - 1 : start] == "(" and text[end : end + 1] == ")":
-        sign = -1.0  # accounting negative: ($1.2M)
+    if text[start - 1 : start] == "(" and text[end : end + 1] == ")":
+        after = _CURRENCY_SUFFIX_RE.match(text, end + 1) if currency is None else None
+        if after and not after.group("word"):
+            currency, unit = _suffix_currency(after), _suffix_currency(after)
+        if currency:
+            # An accounting negative: "($1.2M)", "(£0.8m)", "(1.2M) USD"; "(3.2)" alone may be anything.
+            sign, start, end = -1.0, start - 1, (after.end() if after else end + 1)
     if unit == "" and scale == 1.0 and sign > 0 and _is_year(text, literal, start, end):
         return None
     return _Found(sign * number, scale, unit, start, end)
@@ -558,24 +569,39 @@ def _read_suffix(text: str, pos: int, currency: str | None) -> tuple[float, str,
         if canonical == "m" and attached and _plural_word_follows(text, unit.end()):
             scale, pos = 1e6, unit.end()  # "3m users", "12.6m pounds sterling"
         elif canonical not in _ATTACHED_ONLY_UNITS or attached:
-            return 1.0, canonical, unit.end()
+            return (1.0, *_per_unit(text, canonical, unit.end()))
     if scale == 1.0:
         scale, pos = _read_scale(text, pos, currency)
 
     suffix = _CURRENCY_SUFFIX_RE.match(text, pos)
     if suffix:
-        if suffix.group("sym"):
-            code = _PREFIX_SYMBOLS[suffix.group("sym")]
-        elif suffix.group("code"):
-            code = suffix.group("code")
-        else:
-            code = _CURRENCY_WORDS[suffix.group("word").lower()]
-        return scale, code, suffix.end()
+        return scale, _suffix_currency(suffix), suffix.end()
     if currency is None and scale != 1.0:
         unit = _UNIT_RE.match(text, pos)  # "2.1 million cubic meters"
         if unit and _canonical_unit(unit) not in _ATTACHED_ONLY_UNITS:
             return scale, _canonical_unit(unit), unit.end()
     return scale, "", pos
+
+
+# "7.8 t per hectare" is a yield in t/ha, "90 km per hour" a speed in km/h.
+_PER_UNIT_RE = re.compile(r"\s*(?:/|\s(?:per|an|a)\s)\s*(?P<per>hectares?|ha|acres?|hours?|h)\b", re.IGNORECASE)
+_PER_UNITS = {"hectare": "ha", "hectares": "ha", "ha": "ha", "acre": "acre", "acres": "acre", "hour": "h", "hours": "h"}
+_PER_UNITS["h"] = "h"
+
+
+def _per_unit(text: str, unit: str, end: int) -> tuple[str, int]:
+    per = _PER_UNIT_RE.match(text, end) if unit not in _TIME_SECONDS else None
+    if per is None:
+        return unit, end
+    return f"{unit}/{_PER_UNITS[per.group('per').lower()]}", per.end()
+
+
+def _suffix_currency(suffix: re.Match[str]) -> str:
+    if suffix.group("sym"):
+        return _PREFIX_SYMBOLS[suffix.group("sym")]
+    if suffix.group("code"):
+        return suffix.group("code")
+    return _CURRENCY_WORDS[suffix.group("word").lower()]
 
 
 def _read_scale(text: str, pos: int, currency: str | None) -> tuple[float, int]:
@@ -651,6 +677,53 @@ def _pair_ranges(text: str, found: list[_Found]) -> list[_Found]:
             result[i], result[i + 1] = low, high  # a change from one value to another, not a range
             continue
         result[i], result[i + 1] = replace(low, range_role="low"), replace(high, range_role="high")
+    return result
+
+
+# "takes 3 days instead of 5", "median 46 minutes (target 60)": the bare number is in the same unit.
+_COMPARED_GAP_RE = re.compile(
+    r"[\s,(]*(?:instead of|rather than|versus|vs\.?|compared (?:with|to)|against|target|goal|plan|budget)[\s:]*",
+    re.IGNORECASE,
+)
+
+
+def _borrow_compared_units(text: str, found: list[_Found]) -> list[_Found]:
+    result = list(found)
+    for i in range(1, len(result)):
+        before, bare = result[i - 1], result[i]
+        if bare.unit or bare.scale != 1.0 or not before.unit or is_currency(before.unit):
+            continue
+        if _COMPARED_GAP_RE.fullmatch(text, before.end, bare.start):
+            result[i] = replace(bare, unit=before.unit)
+    return result
+
+
+# "Store P&L (EUR thousands): sales 1,840, cost of sales (1,120)": bare amounts after such a heading are
+# money in that scale, up to the end of the sentence; "(1,120)" is then an accounting negative.
+_CURRENCY_HEADING_RE = re.compile(
+    rf"\(\s*(?:in\s+)?(?:(?P<code>{_alternation(_CODES)})|(?P<sym>{_alternation(set(_PREFIX_SYMBOLS))}))"
+    r"\s*(?P<scale>thousands|'000|k|millions|mn|m|M|billions|bn)?\s*\)"
+)
+_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|\n\s*\n")
+_HEADING_SCALES = {"thousands": 1e3, "'000": 1e3, "k": 1e3, "millions": 1e6, "mn": 1e6, "m": 1e6, "M": 1e6}
+_HEADING_SCALES |= {"billions": 1e9, "bn": 1e9}
+
+
+def _apply_currency_headings(text: str, found: list[_Found]) -> list[_Found]:
+    result = list(found)
+    for heading in _CURRENCY_HEADING_RE.finditer(text):
+        currency = heading.group("code") or _PREFIX_SYMBOLS[heading.group("sym")]
+        scale = _HEADING_SCALES.get(heading.group("scale") or "", 1.0)
+        stop = _SENTENCE_END_RE.search(text, heading.end())
+        scope_end = stop.start() if stop else len(text)
+        for i, f in enumerate(result):
+            # A bare amount: no unit or scale of its own, and no noun after it ("12 stores" is a count).
+            if not heading.end() <= f.start < scope_end or f.unit or f.scale != 1.0 or _word_after(text, f.end):
+                continue
+            sign, start, end = 1.0, f.start, f.end
+            if text[start - 1 : start] == "(" and text[end : end + 1] == ")":
+                sign, start, end = -1.0, start - 1, end + 1
+            result[i] = replace(f, mantissa=sign * abs(f.mantissa), scale=scale, unit=currency, start=start, end=end)
     return result
 
 
