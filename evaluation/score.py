@@ -6,16 +6,20 @@ name and unit when values repeat. Counts are summed over all reports (micro-aver
 
 Units and names are scored on the matched pairs only (a wrong value has no right name). A unit is
 right when it equals the label's canonical unit ("USD", "%", "ms", "" for a plain count). Names are
-judgement, so they are compared by their content words (lower-cased, plural -s removed, function
-words such as "of", "the", "per" ignored): a name is right when it has more than half of the label's
-content words and at least half of its own words are in the label, and both say the same about
-what kind of value it is (a change, a range end, an earlier value, a target). So:
+judgement, so they are compared by their content words (lower-cased, crudely stemmed, function words
+such as "of", "the", "per" ignored, an acronym equal to the initials of the other name's words spelled
+out): a name is right when it has more than half of the label's content words, at least a third of its
+own words are in the label, and both say the same about what kind of value it is (a change, a range
+end, an earlier value, a target). So:
 
-    "Cloud infrastructure spend" vs label "Cloud infrastructure spend"  right
-    "Net revenue"                vs label "Revenue"                      right
-    "Operating"                  vs label "Operating costs"              wrong (half of the label)
-    "Team"                       vs label "Cloud infrastructure spend"   wrong
-    "Revenue"                    vs label "Revenue growth"               wrong (a level is not a change)
+    "Cloud infrastructure spend"   vs label "Cloud infrastructure spend"  right
+    "Net revenue"                  vs label "Revenue"                      right
+    "Reactor sample temperature"   vs label "Temperature"                  right
+    "Net promoter score"           vs label "NPS"                          right
+    "Operating"                    vs label "Operating costs"              wrong (half of the label)
+    "Team"                         vs label "Cloud infrastructure spend"   wrong
+    "Revenue"                      vs label "Revenue growth"               wrong (a level is not a change)
+    "Profit"                       vs label "Prior-year profit"            wrong (a level is not an earlier one)
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def _words(text: str) -> frozenset[str]:
 
 
 _FUNCTION_WORDS = _words("""
-    a an the of to in on at for by per with from than and or as into over under its their our this that
+    a an the of to in on at for by per with from than and or as into its their our this that
     number total
     der die das den dem des im am pro je von und
     le la les de du d des et
@@ -66,38 +70,79 @@ _MARKERS: dict[str, str] = {
     "maximum": "high",
     "previous": "previous",
     "prior": "previous",
+    "last": "previous",
+    "earlier": "previous",
+    "ago": "previous",
     "target": "target",
 }
+# "Prior-year profit", "Profit (a year ago)": the time word belongs to the marker, not to the name.
+_MARKED_TIME = _words("year quarter month week period")
 _WORD_RE = re.compile(r"[^\W_]+")
 
 
 def _stem(word: str) -> str:
+    """A crude stem that is enough to compare names: "vulnerabilities" ~ "vulnerability", "expiring" ~ "expire"."""
     if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
+        word = word[:-3] + "y"
+    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed", "e"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
     return word
 
 
+def _tokens(name: str) -> list[str]:
+    return _WORD_RE.findall(name.lower())
+
+
+def _read(name: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(kinds, content words) of a name: "Revenue growth" -> ({"change"}, {"revenue"})."""
+    tokens = _tokens(name)
+    kinds, content = set(), set()
+    for i, token in enumerate(tokens):
+        if token in _MARKERS:
+            kinds.add(_MARKERS[token])
+        elif token in _MARKED_TIME and (
+            (i and _MARKERS.get(tokens[i - 1]) == "previous")
+            or (i + 1 < len(tokens) and _MARKERS.get(tokens[i + 1]) == "previous")
+        ):
+            continue
+        elif token not in _FUNCTION_WORDS:
+            content.add(_stem(token))
+    return frozenset(kinds), frozenset(content)
+
+
 def content_words(name: str) -> frozenset[str]:
-    """The words of a name that carry meaning, stemmed: "Number of failed orders" -> {"failed", "order"}."""
-    return frozenset(_stem(w) for w in _WORD_RE.findall(name.lower()) if w not in _FUNCTION_WORDS)
+    """The words of a name that carry meaning, stemmed: "Number of failed orders" -> {"fail", "order"}."""
+    return _read(name)[1]
 
 
-def _kinds(words: frozenset[str]) -> frozenset[str]:
-    return frozenset(_MARKERS[w] for w in words if w in _MARKERS)
+def _spell_out_acronyms(name: str, other: str) -> str:
+    """ "NPS" -> "net promoter score" when the other name has those words: an acronym is its words."""
+    words = _tokens(other)
+    content = [w for w in words if w not in _FUNCTION_WORDS]
+    for token in _WORD_RE.findall(name):
+        if not (2 <= len(token) <= 5 and token.isupper() and token.isalpha()):
+            continue
+        for run in (words, content):
+            for i in range(len(run) - len(token) + 1):
+                if "".join(w[0] for w in run[i : i + len(token)]) == token.lower():
+                    name = name.replace(token, " ".join(run[i : i + len(token)]))
+                    break
+    return name
 
 
 def names_match(predicted: str, expected: str) -> bool:
     """Whether a predicted metric name says what the labelled name says (see the module docstring)."""
-    ours, theirs = content_words(predicted), content_words(expected)
-    if _kinds(ours) != _kinds(theirs):
+    predicted, expected = _spell_out_acronyms(predicted, expected), _spell_out_acronyms(expected, predicted)
+    (our_kinds, ours), (their_kinds, theirs) = _read(predicted), _read(expected)
+    if our_kinds != their_kinds:
         return False
-    ours, theirs = ours - _MARKERS.keys(), theirs - _MARKERS.keys()
     if not theirs:
         return True  # the label is only a kind ("Growth"), and the prediction says the same kind
     shared = len(ours & theirs)
-    return 2 * shared > len(theirs) and 2 * shared >= len(ours)
+    return 2 * shared > len(theirs) and 3 * shared >= len(ours)
 
 
 # --- counting ---------------------------------------------------------------------------------------

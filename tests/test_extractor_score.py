@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation import LabelledReport, Score, load_corpus, names_match, score_corpus, score_report
+from evaluation import CorpusScore, LabelledReport, Score, load_corpus, names_match, score_corpus, score_report
 from worker.models import Metric
 from worker.providers.offline import extract_metrics
 
@@ -58,6 +58,12 @@ def test_units_and_names_are_scored_on_value_matches() -> None:
         ("Surcharge (low)", "Surcharge (high)", False),
         ("Shipping time (low)", "Shipping time (low)", True),
         ("Amount", "Capex", False),
+        ("Reactor sample temperature", "Temperature", True),
+        ("Net promoter score", "NPS", True),
+        ("Profit (a year earlier)", "Prior-year profit", True),
+        ("Profit", "Prior-year profit", False),
+        ("Leases expire", "Leases expiring", True),
+        ("Road maintenance spend under budget", "Under budget", True),
     ],
 )
 def test_names_match_by_shared_content_words(predicted: str, expected: str, right: bool) -> None:
@@ -85,13 +91,24 @@ def test_corpus_is_well_formed() -> None:
     assert sum(r.split == "held-out" for r in reports) >= 5
 
 
-def score(reports: list[LabelledReport], label: str) -> Score:
+def score(split: str, reports: list[LabelledReport]) -> CorpusScore:
     result = score_corpus(extract_metrics, reports)
-    print(f"offline extractor, {label}: {result.summary()}")
+    print(f"offline extractor, {split}: {result.summary()}")
     for line in result.mistakes():
         print("  ", line)
-    return result.values
+    return result
 
 
-def test_offline_extractor_value_f1() -> None:
-    assert score(load_corpus(), "whole corpus").f1 >= 0.9
+def test_offline_extractor_meets_the_targets_on_the_corpus() -> None:
+    """Issue 16's targets on the whole corpus: names right for >= 95% of value matches, value F1 >= 0.95.
+
+    Each split is printed too (`pytest -s`): `original` is what the extractor was developed on, `new` what
+    was written before tuning on it and then tuned on, `held-out` never tuned on (the honest estimate).
+    """
+    for split in ("original", "new", "held-out"):
+        part = score(split, load_corpus(splits=[split]))
+        assert part.values.f1 >= 0.95, split
+    whole = score("whole corpus", load_corpus())
+    assert whole.values.f1 >= 0.95
+    assert whole.unit_accuracy >= 0.95
+    assert whole.name_accuracy >= 0.95

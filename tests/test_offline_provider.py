@@ -47,8 +47,69 @@ def test_extract_a_whole_report() -> None:
         ("Revenue", 12_500_000, "USD"),
         ("Revenue growth", 22, "%"),
         ("Operating margin", 18, "%"),
-        ("Employees", 340, ""),
+        ("Headcount (employees)", 340, ""),
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The noun phrase the number measures, not the nearest capitalised word.
+        (
+            "Platform costs: the team spent $1.35M on cloud infrastructure.",
+            [("Cloud infrastructure spend", 1_350_000, "USD")],
+        ),
+        ("Operating costs came to $8.2M.", [("Operating costs", 8_200_000, "USD")]),
+        ("The Lyon outlet sold goods worth EUR 48,310.75.", [("Value of goods sold", 48_310.75, "EUR")]),
+        ("Demand on the hottest day reached 61,500 cubic metres.", [("Peak demand", 61_500, "m3")]),
+        ("Project Falcon: Costs 9M, budget 10M.", [("Costs", 9_000_000, ""), ("Budget", 10_000_000, "")]),
+        ("Wholesale (1.2M) USD.", [("Wholesale", -1_200_000, "USD")]),
+        # With its subject, and the verb that says what was counted.
+        ("Sales were flat, while Osaka booked ¥310 million in orders.", [("Osaka orders", 310_000_000, "JPY")]),
+        ("The city repaired 1,284 potholes.", [("Potholes repaired", 1284, "")]),
+        (
+            "The help desk closed 1,204 tickets and escalated 37.",
+            [("Tickets closed", 1204, ""), ("Tickets escalated", 37, "")],
+        ),
+        (
+            "Found 7 critical and 23 high-severity vulnerabilities.",
+            [("Critical vulnerabilities", 7, ""), ("High-severity vulnerabilities", 23, "")],
+        ),
+        ("27 trucks were turned back.", [("Trucks turned back", 27, "")]),
+        # What the verb says about the value.
+        ("The outage lasted 47 minutes.", [("Outage duration", 47, "min")]),
+        ("Error rate peaked at 12.4%.", [("Peak error rate", 12.4, "%")]),
+        (
+            "Onboarding now takes 3 days instead of 5.",
+            [("Onboarding time", 3, "days"), ("Onboarding time (previous)", 5, "days")],
+        ),
+        (
+            "Your electricity use was 312 kWh, 9% less than last month.",
+            [("Electricity use", 312, "kWh"), ("Electricity use decrease", 9, "%")],
+        ),
+        (
+            "Labour cost came to $0.31 per line and burn is down to $410K a month.",
+            [("Labour cost per line", 0.31, "USD"), ("Monthly burn", 410_000, "USD")],
+        ),
+        ("Occupancy at the Harbour Tower is 91%.", [("Occupancy (Harbour Tower)", 91, "%")]),
+    ],
+)
+def test_extract_names_what_the_number_measures(text: str, expected: list[tuple[str, float, str]]) -> None:
+    assert triples(extract_metrics(text)) == expected
+
+
+def test_every_quantity_gets_a_name_whatever_the_words() -> None:
+    for text in [
+        "1 2 3",
+        "(5)",
+        ": 7 :",
+        "per 3, a 4 of 5 in 6 on",
+        "3 x",
+        "— 12 —",
+        "the 4 the",
+        "were 9 were turned",
+    ]:
+        assert all(m.name.strip() for m in extract_metrics(text)), text
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,10 @@ Reading rules:
 - Not quantities: dates, times, years ("in 2024"), ordinals ("3rd"), numbers glued to letters
   ("Q3", "p95", "COVID-19", "5G"), version numbers ("v2.1", "3.11.4"), rating denominators ("/5").
 - A minus sign must touch the number or its currency ("-$3.2M", "−4.0", "$-3.2M"); "(3.2)" is negative
-  only for a currency amount ("($1.2M)"). "down 5%" is 5: direction words are left to the reader.
+  only for a currency amount ("($1.2M)", "(1.2M) USD", or a bare amount after a currency heading such as
+  "(EUR thousands):", which also lends the amount its currency and scale). "down 5%" is 5: direction
+  words are left to the reader.
+- A bare number compared with a quantity takes its unit ("3 days instead of 5", "46 minutes (target 60)").
 - Spelled-out numbers ("three") are not extracted, but they count for grounding.
 """
 
