@@ -21,6 +21,8 @@ scenarios (default: all but soak):
                 --llm-latency, then --slow-levels at --slow-llm-latency
   low-load      one report at a time: the worker vs the engine floor
   soak          the worker's RSS over --soak-reports reports (20,000: minutes more; also --soak)
+  extraction    value P/R/F1, unit and name accuracy of the offline extractor on the labelled
+                corpus (evaluation/), per part of it; needs no stack, takes a second
 1-3 run first, in --rounds interleaved rounds (so background load hits them alike), then
 low-load (also interleaved), soak, and the OpenAI levels one after the other.
 

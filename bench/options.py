@@ -13,7 +13,10 @@ OFFLINE = "offline"
 OPENAI = "openai"
 LOW_LOAD = "low-load"
 SOAK = "soak"
-DEFAULT_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD)
+EXTRACTION = "extraction"
+DEFAULT_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD, EXTRACTION)
+# Every scenario but the extraction score needs the stack.
+STACK_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD, SOAK)
 # The soak takes minutes more, so it runs only when asked for (`--soak` or `--scenarios soak`).
 SCENARIOS = (*DEFAULT_SCENARIOS, SOAK)
 

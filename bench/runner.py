@@ -8,8 +8,19 @@ import time
 from collections.abc import Callable
 
 from bench.environment import BenchEnvironment
+from bench.extraction import render_extraction
 from bench.machine import describe, load_average
-from bench.options import DEFAULT_SCENARIOS, ENGINE_FLOOR, KAFKA_FLOOR, LOW_LOAD, OFFLINE, OPENAI, Options
+from bench.options import (
+    ENGINE_FLOOR,
+    EXTRACTION,
+    KAFKA_FLOOR,
+    LOW_LOAD,
+    OFFLINE,
+    OPENAI,
+    SOAK,
+    STACK_SCENARIOS,
+    Options,
+)
 from bench.report import RunInfo, render, render_soak, write_docs
 from bench.scenarios import Bench
 
@@ -42,8 +53,10 @@ def run(options: Options, command: str) -> int:
     env = BenchEnvironment(options.port_offset, log)
     bench = Bench(options, env, log)
     errors: list[str] = []
+    needs_stack = any(options.wants(s) for s in STACK_SCENARIOS)
     try:
-        env.up()
+        if needs_stack:
+            env.up()
         for name, step in _plan(bench, options):
             try:
                 step()
@@ -52,9 +65,9 @@ def run(options: Options, command: str) -> int:
                 log(f"{name} FAILED: {exc}")
     finally:
         bench.close()
-        if options.keep_stack:
+        if needs_stack and options.keep_stack:
             log(f"stack left running under {env.cfg.run_dir} (stop: kill the PIDs in its *.pid files)")
-        else:
+        elif needs_stack:
             env.down()
 
     info = RunInfo(
@@ -67,8 +80,10 @@ def run(options: Options, command: str) -> int:
         cores=os.cpu_count() or 0,
     )
     blocks = {}
-    if any(options.wants(s) for s in DEFAULT_SCENARIOS):
+    if any(options.wants(s) for s in STACK_SCENARIOS if s != SOAK):
         blocks["results"] = render(info, bench.results)
+    if options.wants(EXTRACTION):
+        blocks["extraction"] = render_extraction()
     if bench.results.soak is not None:
         blocks["soak"] = render_soak(info, bench.results.soak)
     print("\n\n".join(blocks.values()), flush=True)

@@ -12,6 +12,7 @@ import pytest
 
 from bench.cli import build_parser, options_from
 from bench.driver import Run
+from bench.extraction import render_extraction
 from bench.measure import ProcessUsage, percentile
 from bench.options import Options
 from bench.report import RunInfo, begin_marker, end_marker, render, write_docs
@@ -25,7 +26,7 @@ def options(*argv: str) -> Options:
 def test_defaults_measure_every_scenario_over_2000_reports() -> None:
     o = options()
     assert o.reports >= 2000
-    assert o.scenarios == ("kafka-floor", "engine-floor", "offline", "openai", "low-load")
+    assert o.scenarios == ("kafka-floor", "engine-floor", "offline", "openai", "low-load", "extraction")
     assert o.llm_passes == [(0.2, (100, 500)), (1.0, (100, 500))]
     assert o.docs is not None and o.docs.name == "benchmarks.md"
     assert not o.soak
@@ -142,3 +143,11 @@ def test_docs_writer_replaces_only_its_blocks(tmp_path: Path) -> None:
     assert "Hand-written method." in text and "Hand-written analysis." in text and "old soak" in text
     write_docs(doc, {"results": "new"})
     assert doc.read_text().count(begin_marker("results")) == 1
+
+
+def test_extraction_block_scores_each_part_of_the_corpus_without_a_stack() -> None:
+    block = render_extraction()
+    rows = [line.split("|")[1].strip() for line in block.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows == ["corpus", "original", "new", "held-out", "all"]
+    assert "names right" in block and "value F1" in block
+    assert options("--scenarios", "extraction").scenarios == ("extraction",)
