@@ -13,6 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from chaos.accounting import OutputRecord, TopicKind
 from ops.kafka import consumer_config
+from worker.settings import get_settings
 
 
 class OutputCollector:
@@ -23,14 +24,15 @@ class OutputCollector:
     itself while the broker is down.
     """
 
-    def __init__(self, bootstrap: str, tables_topic: str = "tables", dlq_topic: str = "reports.dlq") -> None:
+    def __init__(self, bootstrap: str) -> None:
+        settings = get_settings()
         self._config = {
             **consumer_config(bootstrap, base={}, group_prefix="chaos-collector"),
             "enable.partition.eof": "false",
             "topic.metadata.refresh.interval.ms": "2000",
             "log_level": "0",
         }
-        self._topics: dict[str, TopicKind] = {tables_topic: "table", dlq_topic: "dead_letter"}
+        self._topics: dict[str, TopicKind] = {settings.tables_topic: "table", settings.dead_letter_topic: "dead_letter"}
         self._records: list[OutputRecord] = []
         self._ids: set[str] = set()
         self._counts: Counter[TopicKind] = Counter()

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from chaos.accounting import SentRecord
 from chaos.inputs import PlannedInput
 from producer.kafka import producer_config
+from worker.settings import get_settings
 
 # librdkafka logs every reconnect attempt while the broker is down: keep them out of the progress output.
 _quiet = logging.getLogger("chaos.librdkafka")
@@ -28,8 +29,8 @@ class SendError(RuntimeError):
 
 
 class Sender:
-    def __init__(self, bootstrap: str, topic: str = "reports") -> None:
-        self.topic = topic
+    def __init__(self, bootstrap: str) -> None:
+        self.topic = get_settings().reports_topic
         self.sent: list[SentRecord] = []
         self.queued = 0
         self.errors: list[str] = []

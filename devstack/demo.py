@@ -13,7 +13,7 @@ from ops.results import ReadOptions, Result, read_results
 from producer.kafka import producer_config
 from producer.reports import load_samples
 from producer.send import send
-from worker.settings import settings_from
+from worker.settings import get_settings, settings_from
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
 PROGRESS_EVERY = 10.0  # seconds between progress lines while reports are in flight
@@ -23,7 +23,8 @@ def run_demo(stack: Stack) -> int:
     seconds = stack.up()
     cfg = stack.cfg
     local = settings_from(stack.worker.env()).provider == "local"
-    print(f"\nstack is up in {seconds:.1f} s. Sending the sample reports to `reports`...")
+    topic = get_settings().reports_topic
+    print(f"\nstack is up in {seconds:.1f} s. Sending the sample reports to `{topic}`...")
     if local:
         print("The local model answers each of the three steps in seconds (more on a busy machine): be patient.")
     print()
@@ -67,7 +68,7 @@ What next:
   send a report:       .venv/bin/report-producer 'Revenue was $4.2M with 310 customers and 97.5% uptime.'
   send a file:         .venv/bin/report-producer --file my-reports.jsonl
   with kcat:           echo '{{"id": "k1", "message": "Churn fell to 2.1%"}}' \\
-                         | kcat -b {cfg.kafka_bootstrap} -t reports -P
+                         | kcat -b {cfg.kafka_bootstrap} -t {topic} -P
   read results:        .venv/bin/report-results --follow
   pipeline status:     make status
   stop everything:     make down

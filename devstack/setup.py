@@ -7,16 +7,15 @@ It is also what the Docker Compose `setup` service runs.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from worker.settings import kafka_properties
+from worker.settings import KafkaProperties, Settings, get_settings, settings_from
 
 SERVICE = "ReportChain"
 HANDLER = "process"
@@ -24,40 +23,46 @@ HANDLER = "process"
 
 @dataclass(frozen=True)
 class SetupConfig:
-    # repr=False: these may hold sasl.password.
-    kafka: dict[str, str] = field(default_factory=kafka_properties, repr=False)
-    """librdkafka properties for this process's admin client."""
-    restate_admin_url: str = "http://127.0.0.1:9070"
-    worker_url: str = "http://127.0.0.1:9080"
-    restate_kafka_cluster: str = "local"
-    restate_kafka_properties: dict[str, str] = field(default_factory=dict, repr=False)
-    """How Restate reaches Kafka; defaults to `kafka` (same brokers and security settings)."""
-    subscription_group_id: str = "report-chain"
-    reports_topic: str = "reports"
-    tables_topic: str = "tables"
-    dead_letter_topic: str = "reports.dlq"
-    reports_partitions: int = 4
+    """What setup needs, taken from the settings (worker/settings.py)."""
+
+    kafka: KafkaProperties
+    """This process's admin client."""
+    restate_kafka: KafkaProperties
+    """How Restate reaches Kafka: the same properties, perhaps other broker addresses."""
+    restate_admin_url: str
+    worker_url: str
+    restate_kafka_cluster: str
+    subscription_group_id: str
+    reports_topic: str
+    tables_topic: str
+    dead_letter_topic: str
+    reports_partitions: int
     wait_seconds: float = 60.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SetupConfig:
-        env = os.environ if environ is None else environ
-        kafka = kafka_properties(env)
-        restate_kafka = dict(kafka)
-        if env.get("RESTATE_KAFKA_BOOTSTRAP"):
-            restate_kafka["bootstrap.servers"] = env["RESTATE_KAFKA_BOOTSTRAP"]
+    def of(cls, settings: Settings) -> SetupConfig:
         return cls(
-            kafka=kafka,
-            restate_admin_url=env.get("RESTATE_ADMIN_URL", cls.restate_admin_url),
-            worker_url=env.get("WORKER_URL", cls.worker_url),
-            restate_kafka_cluster=env.get("RESTATE_KAFKA_CLUSTER", cls.restate_kafka_cluster),
-            restate_kafka_properties=restate_kafka,
-            subscription_group_id=env.get("SUBSCRIPTION_GROUP_ID", cls.subscription_group_id),
-            reports_topic=env.get("REPORTS_TOPIC", cls.reports_topic),
-            tables_topic=env.get("TABLES_TOPIC", cls.tables_topic),
-            dead_letter_topic=env.get("DEAD_LETTER_TOPIC", cls.dead_letter_topic),
-            reports_partitions=int(env.get("REPORTS_PARTITIONS", cls.reports_partitions)),
+            kafka=settings.kafka,
+            restate_kafka=settings.restate_kafka,
+            restate_admin_url=settings.restate_admin_url,
+            worker_url=settings.worker_url,
+            restate_kafka_cluster=settings.restate_kafka_cluster,
+            subscription_group_id=settings.subscription_group_id,
+            reports_topic=settings.reports_topic,
+            tables_topic=settings.tables_topic,
+            dead_letter_topic=settings.dead_letter_topic,
+            reports_partitions=settings.reports_partitions,
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SetupConfig:
+        """From this process's settings, or from those `environ` would give."""
+        return cls.of(get_settings() if environ is None else settings_from(environ))
+
+    @property
+    def restate_kafka_properties(self) -> dict[str, str]:
+        """What Restate's Kafka cluster is given: librdkafka properties, secrets revealed (for the admin API only)."""
+        return self.restate_kafka.client_config()
 
     @property
     def source(self) -> str:
@@ -81,7 +86,7 @@ def _wait(what: str, check: Callable[[], bool], seconds: float) -> None:
 
 
 def ensure_topics(cfg: SetupConfig, log: Callable[[str], None]) -> None:
-    admin = AdminClient({**cfg.kafka, "log_level": "3"})
+    admin = AdminClient({**cfg.kafka.client_config(), "log_level": "3"})
     existing = admin.list_topics(timeout=10).topics
     wanted = {cfg.reports_topic: cfg.reports_partitions, cfg.tables_topic: 1, cfg.dead_letter_topic: 1}
     missing = [
@@ -98,7 +103,7 @@ def ensure_topics(cfg: SetupConfig, log: Callable[[str], None]) -> None:
 
 def ensure_kafka_cluster(client: httpx.Client, cfg: SetupConfig, log: Callable[[str], None]) -> None:
     name = cfg.restate_kafka_cluster
-    props = cfg.restate_kafka_properties or dict(cfg.kafka)
+    props = cfg.restate_kafka_properties
     current = client.get(f"/kafka-clusters/{name}")
     if current.status_code == 404:
         client.post("/kafka-clusters", json={"name": name, "properties": props}).raise_for_status()
@@ -166,7 +171,8 @@ def _http_reachable(url: str) -> bool:
 
 def run_setup(cfg: SetupConfig, log: Callable[[str], None] = print) -> str:
     """Bring a stack into the configured shape; returns the subscription id."""
-    _wait(f"Kafka at {cfg.kafka['bootstrap.servers']}", lambda: kafka_reachable(cfg.kafka), cfg.wait_seconds)
+    kafka = cfg.kafka.client_config()
+    _wait(f"Kafka at {cfg.kafka.bootstrap_servers}", lambda: kafka_reachable(kafka), cfg.wait_seconds)
     ensure_topics(cfg, log)
     _wait(
         f"Restate admin at {cfg.restate_admin_url}",

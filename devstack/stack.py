@@ -35,11 +35,11 @@ class Stack:
     def setup_config(self) -> SetupConfig:
         """The environment's setup, pointed at this stack's addresses."""
         cfg = SetupConfig.from_env()
-        kafka = {**cfg.kafka, "bootstrap.servers": self.cfg.kafka_bootstrap}
+        kafka = cfg.kafka.with_bootstrap(self.cfg.kafka_bootstrap)
         return dataclasses.replace(
             cfg,
             kafka=kafka,
-            restate_kafka_properties=kafka,
+            restate_kafka=kafka,
             restate_admin_url=self.cfg.admin_url,
             worker_url=self.cfg.worker_url,
         )

@@ -1,5 +1,5 @@
-"""Argument types the operating tools share: durations as people type them (`90s`, `30m`, `2h`, `1d`),
-points in time, positive numbers."""
+"""Arguments the operating tools share: durations as people type them (`90s`, `30m`, `2h`, `1d`),
+points in time, positive numbers, the Kafka brokers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
+
+from worker.settings import Settings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -39,6 +41,15 @@ def since(text: str, now: datetime | None = None) -> datetime:
         return datetime.fromisoformat(text.strip()).astimezone()
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO time or a duration like 30m, 2h, 1d; got {text!r}") from None
+
+
+def add_bootstrap_server(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    parser.add_argument(
+        "--bootstrap-server",
+        metavar="HOST:PORT",
+        default=settings.kafka.bootstrap_servers,
+        help="Kafka brokers (default: %(default)s, from KAFKA_BOOTSTRAP_SERVERS)",
+    )
 
 
 def positive(kind: Callable[[str], N]) -> Callable[[str], N]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from producer.kafka import client_config
+from worker.settings import client_config
 
 
 def consumer_config(

@@ -23,7 +23,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -34,9 +33,10 @@ from pydantic import ValidationError
 
 from ops import arguments
 from ops.kafka import consumer_config, topic_partitions
-from producer.kafka import describe, producer_config
+from producer.kafka import producer_config
 from worker.intake import MAX_ORIGINAL_BYTES, Rejection, read_report
 from worker.models import DeadLetter
+from worker.settings import describe_kafka, settings_or_exit
 
 log = logging.getLogger("ops.replay")
 librdkafka_log = logging.getLogger("ops.replay.librdkafka")
@@ -264,6 +264,7 @@ letter, 2 usage error, 130 interrupted.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    settings = settings_or_exit("report-replay")
     parser = argparse.ArgumentParser(
         prog="report-replay",
         description="Re-send selected dead letters from the dead-letter topic to the input topic, "
@@ -282,21 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all", action="store_true", help="every dead letter (required when no selector is given)")
     parser.add_argument("--dry-run", action="store_true", help="show what would be re-sent; send nothing")
     parser.add_argument(
-        "--topic",
-        default=os.environ.get("REPORTS_TOPIC", "reports"),
-        help="where to re-send (default: $REPORTS_TOPIC or %(default)s)",
+        "--topic", default=settings.reports_topic, help="where to re-send (default: %(default)s, from REPORTS_TOPIC)"
     )
     parser.add_argument(
-        "--dlq-topic",
-        default=os.environ.get("DEAD_LETTER_TOPIC", "reports.dlq"),
-        help="default: $DEAD_LETTER_TOPIC or %(default)s",
+        "--dlq-topic", default=settings.dead_letter_topic, help="default: %(default)s, from DEAD_LETTER_TOPIC"
     )
     parser.add_argument(
         "--tables-topic",
-        default=os.environ.get("TABLES_TOPIC", "tables"),
-        help="checked for reports already resolved (default: $TABLES_TOPIC or %(default)s)",
+        default=settings.tables_topic,
+        help="checked for reports already resolved (default: %(default)s, from TABLES_TOPIC)",
     )
-    parser.add_argument("--bootstrap-server", metavar="HOST:PORT", help="default: $KAFKA_BOOTSTRAP_SERVERS")
+    arguments.add_bootstrap_server(parser, settings)
     parser.add_argument(
         "--timeout", type=float, default=60.0, metavar="SECONDS", help="bound for reading and for delivery (60)"
     )
@@ -329,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _replay(args: argparse.Namespace, selection: Selection) -> int:
     consumer_props = consumer_config(args.bootstrap_server, group_prefix="report-replay")
-    log.info("kafka config: %s", describe(consumer_props))
+    log.info("kafka config: %s", describe_kafka(consumer_props))
     consumer = Consumer({**consumer_props, "logger": librdkafka_log})
     try:
         letters = read_dead_letters(consumer, args.dlq_topic, selection.since_ms, args.timeout)

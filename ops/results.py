@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -24,10 +23,10 @@ from typing import Any, Literal
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
-from ops.arguments import positive
+from ops import arguments
 from ops.kafka import consumer_config, topic_partitions
-from producer.kafka import describe
 from worker.models import DeadLetter, TableRecord
+from worker.settings import describe_kafka, get_settings, settings_or_exit
 
 log = logging.getLogger("ops.results")
 librdkafka_log = logging.getLogger("ops.results.librdkafka")
@@ -68,8 +67,8 @@ class Result:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    tables_topic: str = "tables"
-    dlq_topic: str = "reports.dlq"
+    tables_topic: str = field(default_factory=lambda: get_settings().tables_topic)
+    dlq_topic: str = field(default_factory=lambda: get_settings().dead_letter_topic)
     from_beginning: bool = True
     follow: bool = False
     """Keep reading new records; otherwise stop at the end offsets that existed at start."""
@@ -286,19 +285,16 @@ exit codes: 0 done, 1 Kafka error or --id values missing at --timeout, 2 usage e
 
 
 def build_parser() -> argparse.ArgumentParser:
+    settings = settings_or_exit("report-results")
     parser = argparse.ArgumentParser(
         prog="report-results",
         description="Print the worker's results: tables and dead letters, once per report id.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--tables-topic", default=settings.tables_topic, help="default: %(default)s, from TABLES_TOPIC")
     parser.add_argument(
-        "--tables-topic", default=os.environ.get("TABLES_TOPIC", "tables"), help="default: $TABLES_TOPIC or %(default)s"
-    )
-    parser.add_argument(
-        "--dlq-topic",
-        default=os.environ.get("DEAD_LETTER_TOPIC", "reports.dlq"),
-        help="default: $DEAD_LETTER_TOPIC or %(default)s",
+        "--dlq-topic", default=settings.dead_letter_topic, help="default: %(default)s, from DEAD_LETTER_TOPIC"
     )
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
@@ -317,9 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="print only this report id and wait until it arrives (repeatable)",
     )
-    parser.add_argument("--timeout", type=positive(float), metavar="SECONDS", help="stop after SECONDS")
-    parser.add_argument("--max", type=positive(int), metavar="N", help="stop after N results")
-    parser.add_argument("--bootstrap-server", metavar="HOST:PORT", help="default: $KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument("--timeout", type=arguments.positive(float), metavar="SECONDS", help="stop after SECONDS")
+    parser.add_argument("--max", type=arguments.positive(int), metavar="N", help="stop after N results")
+    arguments.add_bootstrap_server(parser, settings)
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also show the (redacted) Kafka config and client logs"
     )
@@ -333,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     librdkafka_log.setLevel(logging.WARNING if args.verbose else logging.CRITICAL + 1)
     config = consumer_config(args.bootstrap_server)
-    log.info("kafka config: %s", describe(config))
+    log.info("kafka config: %s", describe_kafka(config))
     options = ReadOptions(
         tables_topic=args.tables_topic,
         dlq_topic=args.dlq_topic,

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from producer.generate import generate_reports
-from producer.kafka import describe, producer_config
+from producer.kafka import producer_config
 from producer.reports import LineError, OutgoingReport, load_samples, parse_lines, with_ids
-from producer.send import DEFAULT_TOPIC, librdkafka_log, send
+from producer.send import librdkafka_log, send
+from worker.settings import describe_kafka, settings_or_exit
 
 log = logging.getLogger("producer")
 
@@ -40,6 +40,7 @@ exit codes: 0 all delivered, 1 a record not delivered or an invalid input line,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    settings = settings_or_exit("report-producer")
     parser = argparse.ArgumentParser(
         prog="report-producer",
         description="Send reports to the worker's input topic and wait until the broker has them all.",
@@ -60,12 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--id-prefix", metavar="PREFIX", help="give reports without an id the id PREFIX-000001, PREFIX-000002, ..."
     )
     parser.add_argument(
-        "--topic",
-        default=os.environ.get("REPORTS_TOPIC", DEFAULT_TOPIC),
-        help="input topic (default: $REPORTS_TOPIC or %(default)s)",
+        "--topic", default=settings.reports_topic, help="input topic (default: %(default)s, from REPORTS_TOPIC)"
     )
     parser.add_argument(
-        "--bootstrap-server", metavar="HOST:PORT", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+        "--bootstrap-server",
+        metavar="HOST:PORT",
+        default=settings.kafka.bootstrap_servers,
+        help="Kafka brokers (default: %(default)s, from KAFKA_BOOTSTRAP_SERVERS)",
     )
     parser.add_argument(
         "--timeout",
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.quiet, args.verbose)
     reports = _Reports(args, parser)
     config = producer_config(args.bootstrap_server, delivery_timeout=args.timeout)
-    log.info("kafka config: %s", describe(config))
+    log.info("kafka config: %s", describe_kafka(config))
 
     try:
         summary = send(reports, config, args.topic, progress=not args.quiet)

@@ -13,12 +13,12 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pydantic import BaseModel, ConfigDict
 
 from producer.reports import OutgoingReport
+from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 # librdkafka's own log lines (one per reconnect attempt) go here, hidden unless asked for.
 librdkafka_log = logging.getLogger("producer.librdkafka")
 
-DEFAULT_TOPIC = "reports"
 FLUSH_MARGIN_S = 5.0
 
 
@@ -142,16 +142,18 @@ def _on_error(seen: set[int]) -> Callable[[KafkaError], None]:
 def send(
     records: Iterable[OutgoingReport],
     config: Mapping[str, str],
-    topic: str = DEFAULT_TOPIC,
+    topic: str | None = None,
     *,
     progress: bool = False,
     on_delivery: Callable[[DeliveryReport], None] | None = None,
 ) -> DeliverySummary:
     """Produce every record (key = report id when known) and wait for the broker's acknowledgements.
 
-    A record not acknowledged within the config's `message.timeout.ms` counts as failed.
+    `topic` defaults to the settings' reports topic. A record not acknowledged within the config's
+    `message.timeout.ms` counts as failed.
     Ctrl-C stops producing; what was already handed over is still flushed and counted.
     """
+    topic = topic or get_settings().reports_topic
     delivery_timeout = int(config.get("message.timeout.ms", "300000")) / 1000
     flush_timeout = delivery_timeout + FLUSH_MARGIN_S
     producer = Producer({**config, "error_cb": _on_error(set()), "logger": librdkafka_log})

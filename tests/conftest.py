@@ -12,6 +12,15 @@ import pytest
 from devstack.config import StackConfig
 from testllm import LLMServer
 from tests.harness import TestStack
+from worker.settings import get_settings
+
+
+@pytest.fixture
+def reread_settings() -> Iterator[None]:
+    """Settings are read once per process: a test that changes the environment reads them again, then restores them."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -23,10 +23,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from devstack.config import StackConfig
 from devstack.setup import run_setup
 from devstack.stack import Stack
+from worker.settings import get_settings
 
-TABLES = "tables"
-DLQ = "reports.dlq"
-REPORTS = "reports"
+# The stack's worker and setup read the same settings (the worker inherits this environment).
+TABLES = get_settings().tables_topic
+DLQ = get_settings().dead_letter_topic
+REPORTS = get_settings().reports_topic
 
 # The worker under test never inherits an LLM key from the machine running the suite.
 BASE_WORKER_ENV = {

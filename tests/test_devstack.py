@@ -62,6 +62,7 @@ def test_kill_is_seen_as_not_running(tmp_path: Path) -> None:
 
 def test_setup_compares_kafka_properties_around_secrets_restate_hides() -> None:
     from devstack.setup import SetupConfig, _same_properties
+    from worker.settings import settings_from
 
     wanted = {"bootstrap.servers": "b:9092", "sasl.username": "u", "sasl.password": "pw"}
     assert _same_properties({"bootstrap.servers": "b:9092", "sasl.username": "***", "sasl.password": "***"}, wanted)
@@ -69,4 +70,6 @@ def test_setup_compares_kafka_properties_around_secrets_restate_hides() -> None:
         {"bootstrap.servers": "other:9092", "sasl.username": "***", "sasl.password": "***"}, wanted
     )
     assert not _same_properties({"bootstrap.servers": "b:9092"}, wanted)
-    assert "pw" not in repr(SetupConfig(kafka=wanted, restate_kafka_properties=wanted))
+    setup = SetupConfig.from_env({"KAFKA_BOOTSTRAP_SERVERS": "b:9092", "KAFKA_SASL_PASSWORD": "pw"})
+    assert "pw" not in repr(setup) and setup.restate_kafka_properties["sasl.password"] == "pw"
+    assert settings_from({}).kafka.client_config() == {"bootstrap.servers": "127.0.0.1:9092"}

@@ -27,10 +27,10 @@ from cryptography.x509.oid import NameOID
 from devstack.config import REPO_ROOT
 from devstack.setup import SetupConfig, SetupError, run_setup
 from ops.kafka import consumer_config
-from ops.status.kafka import kafka_config
-from producer.kafka import describe, producer_config
+from ops.status.cli import build_parser, options_from
+from producer.kafka import producer_config
 from worker.publisher import Publisher
-from worker.settings import get_settings, redact_kafka_properties
+from worker.settings import describe_kafka, get_settings, redact_kafka_properties
 
 PASSWORD = "s3cr3t-SCRAM-pa55word-0123456789"
 
@@ -90,7 +90,7 @@ def patched_env(secure_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
             monkeypatch.delenv(name)
     for name, value in secure_env.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    get_settings.cache_clear()  # settings are read once per process
     yield secure_env
     get_settings.cache_clear()
 
@@ -103,21 +103,31 @@ def _has_security(props: dict[str, str], env: dict[str, str]) -> None:
 
 
 def test_every_client_config_carries_the_security_settings(patched_env: dict[str, str]) -> None:
-    _has_security(get_settings().kafka(), patched_env)  # the worker's producer
+    _has_security(get_settings().kafka.client_config(), patched_env)  # the worker's producer
     _has_security(producer_config(), patched_env)  # report-producer
     _has_security(consumer_config(), patched_env)  # report-results (and replay)
-    _has_security(kafka_config(), patched_env)  # status
+    status = options_from(build_parser().parse_args([]), get_settings())
+    _has_security(status.kafka.client_config(), patched_env)  # status
     setup = SetupConfig.from_env()
-    _has_security(setup.kafka, patched_env)  # setup's admin client
+    _has_security(setup.kafka.client_config(), patched_env)  # setup's admin client
     _has_security(setup.restate_kafka_properties, patched_env)  # what Restate's Kafka cluster is given
+
+
+def test_secrets_are_held_as_secret_strings(patched_env: dict[str, str]) -> None:
+    settings = get_settings()
+    assert PASSWORD not in repr(settings) and PASSWORD not in str(settings.kafka)
+    assert PASSWORD not in repr(SetupConfig.from_env())
+    assert PASSWORD not in repr(options_from(build_parser().parse_args([]), settings))
+    assert settings.kafka.secret["sasl.password"].get_secret_value() == PASSWORD
 
 
 def test_restate_can_reach_kafka_under_another_address_with_the_same_security(secure_env: dict[str, str]) -> None:
     setup = SetupConfig.from_env({**secure_env, "RESTATE_KAFKA_BOOTSTRAP": "kafka.internal:9096"})
     assert setup.restate_kafka_properties["bootstrap.servers"] == "kafka.internal:9096"
-    assert setup.kafka["bootstrap.servers"] == secure_env["KAFKA_BOOTSTRAP_SERVERS"]
+    admin = setup.kafka.client_config()
+    assert admin["bootstrap.servers"] == secure_env["KAFKA_BOOTSTRAP_SERVERS"]
     assert {k: v for k, v in setup.restate_kafka_properties.items() if k != "bootstrap.servers"} == {
-        k: v for k, v in setup.kafka.items() if k != "bootstrap.servers"
+        k: v for k, v in admin.items() if k != "bootstrap.servers"
     }
 
 
@@ -127,6 +137,7 @@ def test_redaction_hides_every_secret_property() -> None:
         "ssl.key.password": "k",
         "ssl.keystore.password": "ks",
         "sasl.oauthbearer.client.secret": "oauth",
+        "ssl.key.pem": "-----BEGIN PRIVATE KEY-----",
         "sasl.username": "report-chain",
     }
     redacted = redact_kafka_properties(props)
@@ -135,17 +146,18 @@ def test_redaction_hides_every_secret_property() -> None:
         "ssl.key.password": "***",
         "ssl.keystore.password": "***",
         "sasl.oauthbearer.client.secret": "***",
+        "ssl.key.pem": "***",
         "sasl.username": "report-chain",
     }
     assert props["sasl.password"] == PASSWORD  # the caller's dict is untouched
-    assert PASSWORD not in describe(props) and "sasl.password=***" in describe(props)
+    assert PASSWORD not in describe_kafka(props) and "sasl.password=***" in describe_kafka(props)
 
 
 def test_the_worker_publisher_logs_its_config_without_the_password(
     patched_env: dict[str, str], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    publisher = Publisher(get_settings().kafka())
+    publisher = Publisher(get_settings().kafka.client_config())
     try:
         # librdkafka connects in the background and reports the refused connection through the error callback.
         deadline = time.monotonic() + 10

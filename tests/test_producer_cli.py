@@ -19,13 +19,14 @@ from confluent_kafka import Consumer, TopicPartition
 from ops.kafka import consumer_config
 from ops.results import watermark_offsets
 from producer.generate import generate_reports
-from producer.kafka import describe, producer_config
+from producer.kafka import producer_config
 from producer.reports import LineError, OutgoingReport, load_samples, parse_lines, parse_text, with_ids
 from producer.send import DeliveryReport, DeliverySummary, send
 from tests.harness import REPORTS, OutputRecord, TestStack, unique
 from worker.intake import read_report
 from worker.models import Report
 from worker.providers.offline import extract_metrics
+from worker.settings import describe_kafka
 
 # --- line parsing ---------------------------------------------------------------------------------
 
@@ -175,10 +176,10 @@ def test_configs_copy_the_base_and_apply_overrides() -> None:
     assert producer["linger.ms"] == "50"  # the user's value wins over our default
     assert consumer["bootstrap.servers"] == "a:1" and consumer["enable.auto.commit"] == "false"
     assert consumer["group.id"] != consumer_config(None, base)["group.id"]
-    assert "s3cret" not in describe(producer) and "sasl.password=***" in describe(producer)
+    assert "s3cret" not in describe_kafka(producer) and "sasl.password=***" in describe_kafka(producer)
 
 
-def test_config_comes_from_kafka_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_comes_from_kafka_environment(monkeypatch: pytest.MonkeyPatch, reread_settings: None) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "env:9")
     monkeypatch.setenv("KAFKA_MESSAGE_TIMEOUT_MS", "1234")
     assert producer_config()["bootstrap.servers"] == "env:9"

@@ -12,7 +12,7 @@ from worker.logs import configure
 from worker.providers import close_provider
 from worker.publisher import close_publisher
 from worker.server import serve, server_config
-from worker.settings import get_settings
+from worker.settings import settings_or_exit
 
 log = logging.getLogger("worker")
 
@@ -23,12 +23,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve the ReportChain Restate service (HTTP/2) for Restate's Kafka subscription. "
         "Configured by environment variables; see README.md for the full table.",
     )
-    parser.add_argument("--bind", help="host:port to listen on (default: $WORKER_BIND or 0.0.0.0:9080)")
+    settings = settings_or_exit("report-worker")
+    parser.add_argument(
+        "--bind", default=settings.worker_bind, help="host:port to listen on (default: %(default)s, from WORKER_BIND)"
+    )
     args = parser.parse_args(argv)
 
-    settings = get_settings()
     configure(settings.log_level, settings.log_format)
-    config = server_config(args.bind or settings.worker_bind)
+    config = server_config(args.bind)
     if settings.provider == "offline":
         model, base_url = "n/a", "n/a"
     else:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from worker.settings import get_settings
+
 log = logging.getLogger(__name__)
 
 CRASH_EXIT_CODE = 137  # what a shell reports for a process killed by SIGKILL
@@ -35,15 +37,15 @@ class FaultConfig:
 
 @lru_cache(maxsize=1)
 def config() -> FaultConfig:
-    """The fault settings of this process, read once from the environment."""
-    prefix = os.environ.get("FAULT_CRASH_AFTER_PUBLISH") or None
-    state = os.environ.get("FAULT_STATE_DIR") or None
+    """The fault settings of this process (worker/settings.py)."""
+    settings = get_settings()
+    prefix, state = settings.fault_crash_after_publish, settings.fault_state_dir
     if prefix is not None and state is None:
         log.error("FAULT_CRASH_AFTER_PUBLISH is set without FAULT_STATE_DIR: the fault is off")
         prefix = None
     if prefix is not None:
         log.warning("fault injection ON: crash after publishing the table of report ids starting with %r", prefix)
-    return FaultConfig(prefix, Path(state) if state is not None else None)
+    return FaultConfig(prefix, state)
 
 
 def marker_path(state_dir: Path, report_id: str) -> Path:

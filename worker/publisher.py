@@ -104,7 +104,7 @@ def get_publisher() -> Publisher:
     global _publisher
     with _lock:
         if _publisher is None:
-            _publisher = Publisher(get_settings().kafka())
+            _publisher = Publisher(get_settings().kafka.client_config())
         return _publisher
 
 

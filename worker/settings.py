@@ -1,50 +1,136 @@
-"""The one settings object, read from the environment.
+"""The one settings object, read once from the environment, for the worker, every command-line
+tool and devstack. Each field is an environment variable of the same name, upper-cased (the table
+in README.md, "Configuration").
 
-Kafka client properties use librdkafka names: any variable `KAFKA_<NAME>` becomes
-the property `<name>` with `_` turned into `.` (for example `KAFKA_BOOTSTRAP_SERVERS`
--> `bootstrap.servers`, `KAFKA_SASL_PASSWORD` -> `sasl.password`).
+Kafka client properties use librdkafka names: any variable `KAFKA_<NAME>` becomes the property
+`<name>` with `_` turned into `.` (for example `KAFKA_BOOTSTRAP_SERVERS` -> `bootstrap.servers`,
+`KAFKA_SASL_PASSWORD` -> `sasl.password`). Secret values are held as `SecretStr`: they show as
+`***` in reprs and logs and are revealed only in the dict handed to a Kafka client.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
+from contextvars import ContextVar
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.models import Step
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-# Properties whose values must never be printed.
+KAFKA_PREFIX = "KAFKA_"
+# Properties whose values must never be printed (besides any whose name says password or secret).
 SECRET_KAFKA_PROPERTIES = frozenset(
-    {"sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"}
+    {
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.config",
+        "ssl.key.pem",
+    }
 )
 
 
-def kafka_properties(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """librdkafka properties from `KAFKA_*` environment variables (a new dict each call)."""
-    env = os.environ if environ is None else environ
-    props = {"bootstrap.servers": DEFAULT_BOOTSTRAP}
-    for name, value in env.items():
-        if name.startswith("KAFKA_") and len(name) > len("KAFKA_"):
-            props[name[len("KAFKA_") :].lower().replace("_", ".")] = value
-    return props
+def is_secret_property(name: str) -> bool:
+    return name in SECRET_KAFKA_PROPERTIES or "password" in name or "secret" in name
 
 
 def redact_kafka_properties(props: Mapping[str, str]) -> dict[str, str]:
     """A copy safe to log: secret values replaced."""
-    return {
-        k: ("***" if k in SECRET_KAFKA_PROPERTIES or "password" in k or "secret" in k else v) for k, v in props.items()
-    }
+    return {k: ("***" if is_secret_property(k) else v) for k, v in props.items()}
+
+
+def describe_kafka(props: Mapping[str, str]) -> str:
+    """A one-line, secret-free description of a client config, for logs and --verbose."""
+    return " ".join(f"{k}={v}" for k, v in sorted(redact_kafka_properties(props).items()))
+
+
+class KafkaProperties(BaseModel):
+    """librdkafka client properties from `KAFKA_*` variables; secret values held as SecretStr."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plain: dict[str, str] = {"bootstrap.servers": DEFAULT_BOOTSTRAP}
+    secret: dict[str, SecretStr] = {}
+
+    @classmethod
+    def of(cls, props: Mapping[str, str]) -> KafkaProperties:
+        """From librdkafka properties; secret ones are recognised by name."""
+        plain = {"bootstrap.servers": DEFAULT_BOOTSTRAP}
+        plain.update({k: v for k, v in props.items() if not is_secret_property(k)})
+        return cls(plain=plain, secret={k: SecretStr(v) for k, v in props.items() if is_secret_property(k)})
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> KafkaProperties:
+        return cls.of(
+            {
+                name[len(KAFKA_PREFIX) :].lower().replace("_", "."): value
+                for name, value in environ.items()
+                if name.startswith(KAFKA_PREFIX) and len(name) > len(KAFKA_PREFIX)
+            }
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.plain["bootstrap.servers"]
+
+    def with_bootstrap(self, servers: str) -> KafkaProperties:
+        return self.model_copy(update={"plain": {**self.plain, "bootstrap.servers": servers}})
+
+    def client_config(self) -> dict[str, str]:
+        """The properties for a Kafka client's constructor, secrets revealed: a new dict each call. Never log it."""
+        return {**self.plain, **{k: v.get_secret_value() for k, v in self.secret.items()}}
+
+
+def client_config(bootstrap_server: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: the settings' Kafka properties) plus an optional bootstrap override, as a new dict."""
+    props = dict(get_settings().kafka.client_config() if base is None else base)
+    if bootstrap_server:
+        props["bootstrap.servers"] = bootstrap_server
+    return props
+
+
+# The environment Settings() reads: this process's, unless settings_from() names another.
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environ", default=None)
+
+
+class _Environment(PydanticBaseSettingsSource):
+    """Field values from environment variables: `NAME` for a field `name`, `KAFKA_*` for `kafka`.
+
+    Empty values count as unset (except Kafka properties, which librdkafka gets as given).
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        environ = _environ.get()
+        return environment_values(os.environ if environ is None else environ)
+
+
+def environment_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """What `environ` sets for the settings' fields (unvalidated)."""
+    fields = Settings.model_fields.keys() - {"kafka"}
+    values: dict[str, Any] = {name.lower(): v for name, v in environ.items() if v and name.lower() in fields}
+    values["kafka"] = KafkaProperties.from_environ(environ)
+    return values
 
 
 class Settings(BaseSettings):
-    """Worker configuration. Every field maps to an environment variable of the same name (upper case)."""
+    """The configuration. Every field maps to an environment variable of the same name (upper case)."""
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    # Kafka client properties (KAFKA_*), for every client: the worker's producer, the tools, setup.
+    kafka: KafkaProperties = KafkaProperties()
 
     # Topics.
     reports_topic: str = "reports"
@@ -106,6 +192,33 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    # Where things are, for setup and the operating tools.
+    restate_admin_url: str = Field(default="http://127.0.0.1:9070", description="Restate's admin API (and UI).")
+    worker_url: str = Field(default="http://127.0.0.1:9080", description="Where Restate reaches the worker.")
+    restate_kafka_cluster: str = Field(default="local", description="The Kafka cluster's name in Restate.")
+    restate_kafka_bootstrap: str | None = Field(
+        default=None, description="The brokers as Restate sees them; default: KAFKA_BOOTSTRAP_SERVERS."
+    )
+    subscription_group_id: str = Field(default="report-chain", description="The subscription's consumer group.")
+    reports_partitions: int = Field(default=4, ge=1, description="Partitions setup gives a new reports topic.")
+
+    # Fault injection, for the recovery tests and chaos runs only (worker/faults.py).
+    fault_crash_after_publish: str | None = Field(
+        default=None, description="Crash once per report id with this prefix, after its table was published."
+    )
+    fault_state_dir: Path | None = Field(default=None, description="Where crashes already done are remembered.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _Environment(settings_cls)
+
     @model_validator(mode="after")
     def _choose_provider(self) -> Settings:
         if self.llm_provider is None:
@@ -130,19 +243,34 @@ class Settings(BaseSettings):
     def identity_keys(self) -> list[str]:
         return [k.strip() for k in self.restate_identity_keys.split(",") if k.strip()]
 
-    def kafka(self) -> dict[str, str]:
-        """librdkafka properties for this process (a fresh dict; callers may add to it)."""
-        return kafka_properties()
-
-
-def settings_from(env: Mapping[str, str]) -> Settings:
-    """Settings read from `env` instead of this process's environment (e.g. the worker's, by the local stack)."""
-    fields = Settings.model_fields
-    values = {name.lower(): value for name, value in env.items() if value and name.lower() in fields}
-    return Settings.model_validate(values)
+    @property
+    def restate_kafka(self) -> KafkaProperties:
+        """How Restate reaches Kafka: the same properties, at RESTATE_KAFKA_BOOTSTRAP when set."""
+        servers = self.restate_kafka_bootstrap
+        return self.kafka if servers is None else self.kafka.with_bootstrap(servers)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+def settings_from(environ: Mapping[str, str]) -> Settings:
+    """Settings read from `environ` instead of this process's environment (e.g. the worker's, by the local stack)."""
+    token = _environ.set(environ)
+    try:
+        return Settings()
+    finally:
+        _environ.reset(token)
+
+
+def settings_or_exit(prog: str) -> Settings:
+    """The settings, for a command-line tool: an invalid environment ends it with exit code 2, saying what is wrong."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        # Names and messages only: an input value may be a secret.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        print(f"{prog}: invalid configuration: {problems}", file=sys.stderr)
+        raise SystemExit(2) from None

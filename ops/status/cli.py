@@ -6,19 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
-from collections.abc import Mapping
 from datetime import timedelta
 
 from ops import arguments
-from ops.arguments import positive
-from ops.status.collect import DEFAULT_ADMIN_URL, DEFAULT_GROUP_ID, Options, collect
-from ops.status.kafka import kafka_config, librdkafka_log
+from ops.status.collect import Options, collect
+from ops.status.kafka import librdkafka_log
 from ops.status.models import TARGET, Status, StatusError
 from ops.status.render import render
-from producer.kafka import describe
+from worker.settings import Settings, describe_kafka, get_settings, settings_or_exit
 
 log = logging.getLogger("ops.status")
 
@@ -38,7 +35,7 @@ exit codes: 0 ok, 1 Restate or Kafka unreachable, 2 usage error (with --watch, C
 
 
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ
+    settings = settings_or_exit("report-status")
     parser = argparse.ArgumentParser(
         prog="report-status",
         description=f"Pipeline status of {TARGET}: Restate invocations and journal, Kafka topics and lag.",
@@ -50,14 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="window for completed invocations, latencies and recent records (default: 1h)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON (one document per refresh with --watch)")
-    parser.add_argument("--watch", type=positive(float), metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
     parser.add_argument(
-        "--admin-url", default=env.get("RESTATE_ADMIN_URL", DEFAULT_ADMIN_URL),
-        help="Restate admin API (default: $RESTATE_ADMIN_URL or %(default)s)",
+        "--watch", type=arguments.positive(float), metavar="SECONDS", help="refresh every SECONDS until Ctrl-C"
+    )
+    parser.add_argument(
+        "--admin-url", default=settings.restate_admin_url,
+        help="Restate admin API (default: %(default)s, from RESTATE_ADMIN_URL)",
     )  # fmt: skip
-    parser.add_argument("--bootstrap-server", metavar="HOST:PORT", help="default: $KAFKA_BOOTSTRAP_SERVERS")
+    arguments.add_bootstrap_server(parser, settings)
     parser.add_argument(
-        "--limit", type=positive(int), default=10, metavar="N", help="show at most N paused invocations (default: 10)"
+        "--limit",
+        type=arguments.positive(int),
+        default=10,
+        metavar="N",
+        help="show at most N paused invocations (default: 10)",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also show the (redacted) Kafka config and client logs"
@@ -65,17 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def options_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Options:
-    env = os.environ if environ is None else environ
-    return Options(
+def options_from(args: argparse.Namespace, settings: Settings) -> Options:
+    return Options.of(
+        settings,
         admin_url=args.admin_url,
         window=args.since,
         limit=int(args.limit),
-        kafka=kafka_config(env, args.bootstrap_server),
-        tables_topic=env.get("TABLES_TOPIC", "tables"),
-        dlq_topic=env.get("DEAD_LETTER_TOPIC", "reports.dlq"),
-        reports_topic=env.get("REPORTS_TOPIC", "reports"),
-        group_id=env.get("SUBSCRIPTION_GROUP_ID", DEFAULT_GROUP_ID),
+        kafka=settings.kafka.with_bootstrap(args.bootstrap_server),
     )
 
 
@@ -94,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr, level=logging.INFO if args.verbose else logging.WARNING, format="report-status: %(message)s"
     )
     librdkafka_log.setLevel(logging.WARNING if args.verbose else logging.CRITICAL + 1)
-    options = options_from(args)
-    log.info("restate admin: %s; kafka config: %s", options.admin_url, describe(options.kafka))
+    options = options_from(args, get_settings())
+    log.info("restate admin: %s; kafka config: %s", options.admin_url, describe_kafka(options.kafka.client_config()))
     try:
         while True:
             started = time.monotonic()

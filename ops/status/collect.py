@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ops.status.journal import count_invocations, event_failure, invocation_of, journal_position, percentiles_of
-from ops.status.kafka import kafka_config, kafka_status
+from ops.status.kafka import kafka_status
 from ops.status.models import Invocation, KafkaStatus, Percentiles, Status
 from ops.status.restate import (
     Restate,
@@ -24,23 +24,36 @@ from ops.status.restate import (
     step_latency_sql,
 )
 from worker.models import Step
-
-DEFAULT_ADMIN_URL = "http://127.0.0.1:9070"
-DEFAULT_GROUP_ID = "report-chain"
+from worker.settings import KafkaProperties, Settings
 
 
 class Options(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    admin_url: str = DEFAULT_ADMIN_URL
+    admin_url: str
     window: timedelta = timedelta(hours=1)
     limit: int = 10
-    kafka: dict[str, str] = {}
-    tables_topic: str = "tables"
-    dlq_topic: str = "reports.dlq"
-    reports_topic: str = "reports"
-    group_id: str = DEFAULT_GROUP_ID
+    kafka: KafkaProperties
+    tables_topic: str
+    dlq_topic: str
+    reports_topic: str
+    group_id: str
     """Used when no subscription to ReportChain/process is registered."""
+
+    @classmethod
+    def of(cls, settings: Settings, **choices: Any) -> Options:
+        """The settings' addresses, topics and group, then the command line's `choices`."""
+        return cls.model_validate(
+            {
+                "admin_url": settings.restate_admin_url,
+                "kafka": settings.kafka,
+                "tables_topic": settings.tables_topic,
+                "dlq_topic": settings.dead_letter_topic,
+                "reports_topic": settings.reports_topic,
+                "group_id": settings.subscription_group_id,
+                **choices,
+            }
+        )
 
 
 def _subscription_source(subscription: Mapping[str, Any] | None, options: Options) -> tuple[str, str, str | None]:
@@ -66,7 +79,7 @@ def collect(options: Options) -> Status:
             def kafka() -> KafkaStatus:
                 group, topic, sub_id = _subscription_source(restate.subscription(), options)
                 return kafka_status(
-                    options.kafka or kafka_config(),
+                    options.kafka.client_config(),
                     tables_topic=options.tables_topic,
                     dlq_topic=options.dlq_topic,
                     reports_topic=topic,

@@ -13,15 +13,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from ops.status.models import ConsumerGroupLag, KafkaStatus, PartitionLag, StatusError, TopicRecords
 from ops.status.restate import TIMEOUT_S
-from producer.kafka import client_config
-from worker.settings import kafka_properties
 
 librdkafka_log = logging.getLogger("ops.status.librdkafka")
-
-
-def kafka_config(environ: Mapping[str, str] | None = None, bootstrap_server: str | None = None) -> dict[str, str]:
-    """The admin client's librdkafka properties: the KAFKA_* environment, as for every other client."""
-    return client_config(bootstrap_server, kafka_properties(environ))
 
 
 # The library's OffsetSpec factories are untyped.
