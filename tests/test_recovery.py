@@ -30,6 +30,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from testllm import Behaviour, Call, Hang, LLMServer, Malformed, Status
 from tests.harness import DLQ, REPORTS, TABLES, OutputRecord, TestStack, unique
 from worker import faults
+from worker.settings import get_settings
 
 STEPS = {"extract": "Extract metrics", "sort": "Sort metrics", "format": "Format as table"}
 TEMPLATES = [
@@ -317,33 +318,37 @@ def test_crash_between_publish_and_journal_yields_a_byte_identical_duplicate(
 
 
 def test_fault_injection_is_off_unless_configured_and_crashes_once_per_report(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reread_settings: None
 ) -> None:
     exits: list[int] = []
 
     def fake_exit(code: int) -> None:
         exits.append(code)
 
+    def reread_faults() -> None:
+        get_settings.cache_clear()
+        faults.config.cache_clear()
+
     monkeypatch.setattr(os, "_exit", fake_exit)
     monkeypatch.delenv("FAULT_CRASH_AFTER_PUBLISH", raising=False)
-    faults.config.cache_clear()
+    reread_faults()
     faults.after_publish("crash-1")
     assert exits == []
 
     monkeypatch.setenv("FAULT_CRASH_AFTER_PUBLISH", "crash")
-    faults.config.cache_clear()
+    reread_faults()
     faults.after_publish("crash-1")
     assert exits == [], "without FAULT_STATE_DIR a crash would repeat on every attempt"
 
     monkeypatch.setenv("FAULT_STATE_DIR", str(tmp_path))
-    faults.config.cache_clear()
+    reread_faults()
     try:
         faults.after_publish("other-1")
         faults.after_publish("crash/1")
         faults.after_publish("crash/1")  # the marker survives a (simulated) restart
         faults.after_publish("crash_1")  # sanitizes like crash/1, still its own report
     finally:
-        faults.config.cache_clear()
+        reread_faults()
     assert exits == [faults.CRASH_EXIT_CODE, faults.CRASH_EXIT_CODE]
 
 
