@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.config import CACHE_DIR, REPO_ROOT
+from worker.settings import Settings, get_settings, settings_from
 
 MODELS_DIR = CACHE_DIR / "models"
 PINNED_REQUIREMENTS = REPO_ROOT / "devstack" / "local-model.txt"
@@ -46,10 +46,14 @@ class ModelSpec:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSpec:
-        env = os.environ if env is None else env
-        if path := env.get("LOCAL_MODEL_PATH"):
+        """From this process's settings, or from those `env` would give."""
+        return cls.of(get_settings() if env is None else settings_from(env))
+
+    @classmethod
+    def of(cls, settings: Settings) -> ModelSpec:
+        if path := settings.local_model_path:
             return cls(path=Path(path).expanduser())
-        model = env.get("LOCAL_MODEL", "")
+        model = settings.local_model or ""
         if not model:
             return cls()
         if not model.startswith("hf:") or model.count("/") < 2:
