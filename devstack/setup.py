@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from confluent_kafka.admin import AdminClient
@@ -123,14 +124,53 @@ def _same_properties(registered: dict[str, str], wanted: dict[str, str]) -> bool
 
 
 def register_deployment(client: httpx.Client, cfg: SetupConfig, log: Callable[[str], None]) -> None:
-    # Forced: a changed worker (new handler options, new version) replaces the old registration.
-    response = client.post("/deployments", json={"uri": cfg.worker_url, "force": True})
+    """Register the worker, unless Restate already has exactly what it serves now.
+
+    Every registration is forced (a changed worker replaces the old definition) and creates a new revision
+    of its services, even when nothing changed. So first ask Restate what it would register now (a dry
+    run, which discovers the worker's endpoint) and compare that with what it has registered for the same
+    endpoint: only a new endpoint or a changed service definition is registered again.
+    """
+    current = _deployment_at(client, cfg.worker_url)
+    wanted = _register(client, cfg, dry_run=True)
+    if current is not None and _definitions(current) == _definitions(wanted):
+        log(f"deployment {cfg.worker_url} unchanged ({_revisions(current)})")
+        return
+    registered = _register(client, cfg, dry_run=False)
+    log(f"registered deployment {cfg.worker_url} ({_revisions(registered)})")
+
+
+def _register(client: httpx.Client, cfg: SetupConfig, dry_run: bool) -> dict[str, Any]:
+    response = client.post("/deployments", json={"uri": cfg.worker_url, "force": True, "dry_run": dry_run})
     if response.status_code >= 400:
         raise SetupError(f"registering the worker at {cfg.worker_url} failed: {response.status_code} {response.text}")
-    services = [s["name"] for s in response.json().get("services", [])]
+    deployment: dict[str, Any] = response.json()
+    services = [s["name"] for s in deployment.get("services", [])]
     if SERVICE not in services:
         raise SetupError(f"the deployment at {cfg.worker_url} does not offer {SERVICE} (found {services})")
-    log(f"registered deployment {cfg.worker_url} ({', '.join(services)})")
+    return deployment
+
+
+def _deployment_at(client: httpx.Client, uri: str) -> dict[str, Any] | None:
+    """The deployment Restate has registered for this endpoint, with its full service definitions."""
+    listed = client.get("/deployments")
+    listed.raise_for_status()
+    for deployment in listed.json().get("deployments", []):
+        if deployment.get("uri", "").rstrip("/") == uri.rstrip("/"):
+            found = client.get(f"/deployments/{deployment['id']}")
+            found.raise_for_status()
+            return dict(found.json())
+    return None
+
+
+def _definitions(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    """The services as defined by the worker: what Restate numbers (revision, deployment id) left out."""
+    services = [{k: v for k, v in s.items() if k not in ("revision", "deployment_id")} for s in deployment["services"]]
+    return sorted(services, key=lambda s: str(s.get("name")))
+
+
+def _revisions(deployment: dict[str, Any]) -> str:
+    return ", ".join(f"{s['name']} revision {s.get('revision', '?')}" for s in deployment.get("services", []))
 
 
 def ensure_subscription(client: httpx.Client, cfg: SetupConfig, log: Callable[[str], None]) -> str:

@@ -6,9 +6,12 @@ import socket
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devstack.processes import ManagedProcess, StackError
+from devstack.setup import run_setup
+from tests.harness import TestStack
 
 
 def _sleeper(tmp_path: Path, ports: list[int]) -> ManagedProcess:
@@ -73,3 +76,27 @@ def test_setup_compares_kafka_properties_around_secrets_restate_hides() -> None:
     setup = SetupConfig.from_env({"KAFKA_BOOTSTRAP_SERVERS": "b:9092", "KAFKA_SASL_PASSWORD": "pw"})
     assert "pw" not in repr(setup) and setup.restate_kafka_properties["sasl.password"] == "pw"
     assert settings_from({}).kafka.client_config() == {"bootstrap.servers": "127.0.0.1:9092"}
+
+
+def _revision(admin_url: str) -> int:
+    services = httpx.get(f"{admin_url}/services", timeout=10).json()["services"]
+    return int(next(s["revision"] for s in services if s["name"] == "ReportChain"))
+
+
+def test_setup_registers_the_worker_again_only_when_its_definition_changed(stack: TestStack) -> None:
+    """`make up` runs setup on every start: an unchanged worker must not become a new revision in the UI."""
+    stack.use_worker_env()
+    cfg = stack.stack.setup_config()
+    run_setup(cfg, log=lambda _: None)
+    before = _revision(cfg.restate_admin_url)
+    lines: list[str] = []
+    run_setup(cfg, log=lines.append)
+    run_setup(cfg, log=lines.append)
+    assert _revision(cfg.restate_admin_url) == before
+    assert sum("unchanged" in line for line in lines) == 2, lines
+
+    # A changed service definition (here the retry policy, read from the worker's environment) is registered.
+    stack.use_worker_env({"INVOCATION_RETRY_MAX_ATTEMPTS": "41"})  # restarts the worker and runs setup
+    assert _revision(cfg.restate_admin_url) == before + 1
+    stack.use_worker_env()
+    assert _revision(cfg.restate_admin_url) == before + 2
