@@ -37,6 +37,27 @@ class DeliveryReport:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def coordinates(self) -> str | None:
+        """Where the broker stored the record: "reports/2@17"."""
+        return f"{self.topic}/{self.partition}@{self.offset}" if self.ok else None
+
+    @property
+    def assigned_id(self) -> str | None:
+        """The report id the worker uses: the record's own id, else its coordinates "reports/2/17"."""
+        if self.report_id is not None:
+            return self.report_id
+        return f"{self.topic}/{self.partition}/{self.offset}" if self.ok else None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "report_id": self.assigned_id,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "error": self.error,
+        }
+
 
 class DeliverySummary(BaseModel):
     model_config = ConfigDict(frozen=True)

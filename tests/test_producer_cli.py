@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -305,7 +306,9 @@ def test_args_are_sent_and_become_tables(stack: TestStack) -> None:
     assert result.returncode == 0, result.stderr
     assert "delivered 2 of 2 records to reports" in result.stderr
 
-    ids = [f"{run}-000001", f"{run}-000002"]
+    printed = [line.split()[0] for line in result.stdout.splitlines()]
+    ids = sorted(printed)
+    assert len(ids) == 2 and all(re.fullmatch(rf"{run}-[0-9a-f]{{6}}-00000[12]", i) for i in ids), result.stdout
     by_key = mine(tail.read(2), run)
     assert sorted(k for k in by_key if k) == ids
     assert all(len(records) == 1 for records in by_key.values())
@@ -338,8 +341,9 @@ def test_stdin_is_read_without_dash_when_piped(stack: TestStack) -> None:
     tail = TopicTail(stack.cfg.kafka_bootstrap)
     result = run_cli(["--id-prefix", run, "--quiet"], stack.cfg.kafka_bootstrap, stdin="Revenue was $3M\n")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""  # --quiet
-    assert list(mine(tail.read(1), run)) == [f"{run}-000001"]
+    assert result.stderr == "" and result.stdout == ""  # --quiet
+    [key] = list(mine(tail.read(1), run))
+    assert key is not None and key.startswith(f"{run}-") and key.endswith("-000001")
 
 
 def test_jsonl_file_with_an_invalid_line_sends_the_rest_and_exits_1(stack: TestStack, tmp_path: Path) -> None:
@@ -382,9 +386,55 @@ def test_generate_sends_n_seeded_reports(stack: TestStack) -> None:
     assert result.returncode == 0, result.stderr
     assert "delivered 40 of 40" in result.stderr
     by_key = mine(tail.read(40), run)
-    expected = {r.id: r.message for r in generate_reports(40, seed=11, id_prefix=run)}
+    prefix = next(iter(by_key)).rsplit("-", 1)[0]  # type: ignore[union-attr]  # run-<token>
+    expected = {r.id: r.message for r in generate_reports(40, seed=11, id_prefix=prefix)}
     assert {k: json.loads(v[0].value)["message"] for k, v in by_key.items()} == expected
     assert len({r[0].partition for r in by_key.values()}) > 1  # keyed records spread over the partitions
+
+
+def test_every_record_is_printed_with_the_id_the_worker_uses_and_its_coordinates(stack: TestStack) -> None:
+    """A user can follow each report from report-producer to its table by the id it printed."""
+    run = unique("cli-ids")
+    tail = TopicTail(stack.cfg.kafka_bootstrap)
+    stdin = "\n".join([json.dumps({"id": f"{run}-own", "message": "Revenue was $3M"}), f"{run}: 3 incidents"])
+    result = run_cli(["-"], stack.cfg.kafka_bootstrap, stdin=stdin + "\n")
+    assert result.returncode == 0, result.stderr
+    printed = dict(line.split() for line in result.stdout.splitlines())
+    records = [r for records in mine(tail.read(2), run).values() for r in records]
+    assert printed == {
+        (r.key or f"{r.topic}/{r.partition}/{r.offset}"): f"{r.topic}/{r.partition}@{r.offset}" for r in records
+    }
+    # The printed ids are the worker's report ids: its tables carry them.
+    outputs = stack.outputs.wait_for(list(printed), timeout=90)
+    assert {json.loads(records[0].value)["report_id"] for records in outputs.values()} == set(printed)
+
+
+def test_json_output_gives_scripts_the_ids_and_coordinates(stack: TestStack) -> None:
+    run = unique("cli-json")
+    result = run_cli(["--json", "-q", "--id-prefix", run, "Churn fell to 2.1%"], stack.cfg.kafka_bootstrap)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    delivery = json.loads(line)
+    assert set(delivery) == {"report_id", "topic", "partition", "offset", "error"}
+    assert delivery["report_id"].startswith(f"{run}-") and delivery["topic"] == REPORTS
+    assert isinstance(delivery["offset"], int) and delivery["error"] is None
+
+
+def test_id_prefix_never_repeats_an_id_across_runs(stack: TestStack) -> None:
+    run = unique("cli-rerun")
+    first, second = (run_cli(["--id-prefix", run, "Uptime 99.9%"], stack.cfg.kafka_bootstrap) for _ in range(2))
+    ids = [result.stdout.split()[0] for result in (first, second)]
+    assert all(i.startswith(f"{run}-") for i in ids) and ids[0] != ids[1]
+
+
+def test_nothing_to_send_says_what_it_expects_and_exits_2(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    for args, stdin in ((["-"], ""), ([], ""), (["--file", str(empty)], None)):
+        result = run_cli(args, f"127.0.0.1:{unused_port()}", stdin=stdin)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "nothing to send" in result.stderr and "--file" in result.stderr, result.stderr
+        assert "delivered 0 of 0" not in result.stderr
 
 
 def test_library_send_reports_each_delivery_and_counts_refused_records(stack: TestStack) -> None:
