@@ -94,15 +94,17 @@ def read_results(
     options: ReadOptions = ReadOptions(),
     on_result: Callable[[Result], None] | None = None,
     stop: threading.Event | None = None,
+    on_positioned: Callable[[], None] | None = None,
 ) -> ReadSummary:
     """Read tables and dead letters, calling `on_result` once per report id, as they arrive.
 
     `config` is a consumer config (see ops.kafka.consumer_config). Raises ReaderError
-    when Kafka cannot be read. `stop` ends the read early from another thread.
+    when Kafka cannot be read. `stop` ends the read early from another thread. `on_positioned`
+    is called once the start offsets are fixed: from then on, nothing published is missed.
     """
     consumer = Consumer({**config, "error_cb": _on_error(set()), "logger": librdkafka_log})
     try:
-        return _Read(consumer, options, on_result or (lambda _: None), stop).run()
+        return _Read(consumer, options, on_result or (lambda _: None), stop, on_positioned).run()
     finally:
         consumer.close()
 
@@ -114,7 +116,9 @@ class _Read:
         options: ReadOptions,
         on_result: Callable[[Result], None],
         stop: threading.Event | None,
+        on_positioned: Callable[[], None] | None = None,
     ) -> None:
+        self.on_positioned = on_positioned
         self.consumer = consumer
         self.options = options
         self.on_result = on_result
@@ -132,6 +136,8 @@ class _Read:
         self._assign(
             METADATA_TIMEOUT_S if self.options.timeout is None else min(METADATA_TIMEOUT_S, self.options.timeout)
         )
+        if self.on_positioned is not None:
+            self.on_positioned()
         while not self._done():
             if self.stop is not None and self.stop.is_set():
                 break
@@ -277,6 +283,7 @@ examples:
   report-results --id r-1 --id r-2 --timeout 60
                                           wait for these reports (exit 1 if one is missing)
   report-results --json | jq .            one JSON object per line: {"kind", "report_id", ...record}
+  report-results --from-now --max 1       wait for the next result (--from-now keeps reading, as --follow)
 
 Kafka client settings come from KAFKA_* environment variables, as for the worker.
 exit codes: 0 done, 1 Kafka error or --id values missing at --timeout, 2 usage error,
@@ -301,7 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-beginning", dest="from_beginning", action="store_true", default=True, help="read all results (default)"
     )
     start.add_argument(
-        "--from-now", dest="from_beginning", action="store_false", help="only results published from now on"
+        "--from-now",
+        dest="from_beginning",
+        action="store_false",
+        help="only results published from now on: waits for them (implies --follow; stop with --max, --id, "
+        "--timeout or Ctrl-C)",
     )
     parser.add_argument("--follow", action="store_true", help="keep reading; default: stop when caught up")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
@@ -330,11 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     librdkafka_log.setLevel(logging.WARNING if args.verbose else logging.CRITICAL + 1)
     config = consumer_config(args.bootstrap_server)
     log.info("kafka config: %s", describe_kafka(config))
+    # Without --follow, --from-now would stop at once, having read nothing: it waits for new results instead.
+    waits = args.follow or not args.from_beginning
     options = ReadOptions(
         tables_topic=args.tables_topic,
         dlq_topic=args.dlq_topic,
         from_beginning=args.from_beginning,
-        follow=args.follow,
+        follow=waits,
         ids=frozenset(args.ids),
         timeout=args.timeout,
         max_results=args.max,
@@ -343,8 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     def show(result: Result) -> None:
         print(json.dumps(result.to_json(), ensure_ascii=False) if args.json else result.render(), flush=True)
 
+    def positioned() -> None:
+        if waits and not args.ids:
+            start = "from now on" if not args.from_beginning else "so far and from now on"
+            print(f"report-results: reading results published {start} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
     try:
-        summary = read_results(config, options, show)
+        summary = read_results(config, options, show, on_positioned=positioned)
     except ReaderError as exc:
         print(f"report-results: {exc}", file=sys.stderr)
         return 1

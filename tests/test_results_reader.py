@@ -118,10 +118,28 @@ def test_missing_id_times_out_with_exit_1(stack: TestStack, published: tuple[str
     assert f"1 report(s) did not arrive: {missing}" in result.stderr
 
 
-def test_from_now_without_follow_returns_at_once(stack: TestStack, published: tuple[str, str]) -> None:
-    result = run_results(["--from-now", "--json", "--timeout", "30"], stack.cfg.kafka_bootstrap)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == ""
+def test_from_now_waits_for_new_results_and_says_so(stack: TestStack, published: tuple[str, str]) -> None:
+    """`--from-now` alone used to exit at once with nothing: it now waits, like --follow, and says it does."""
+    late_id = unique("res-from-now")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env["KAFKA_BOOTSTRAP_SERVERS"] = stack.cfg.kafka_bootstrap
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "ops.results", "--json", "--from-now", "--max", "1", "--timeout", "60"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stderr is not None
+    note = reader.stderr.readline()  # printed once the reader is positioned at the end of the topics
+    assert "reading results published from now on" in note, note
+    stack.send(encode(table_record(late_id)), key=late_id, topic=TABLES)
+    stack.flush()
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert [json.loads(line)["report_id"] for line in out.splitlines()] == [late_id]
+    assert published[0] not in out  # published before it started
 
 
 def test_max_stops_after_n_results(stack: TestStack, published: tuple[str, str]) -> None:
