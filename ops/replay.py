@@ -35,11 +35,12 @@ from ops import arguments
 from ops.kafka import consumer_config, topic_partitions
 from producer.kafka import producer_config
 from worker.intake import MAX_ORIGINAL_BYTES, Rejection, read_report
+from worker.kafka_logs import librdkafka_logger
 from worker.models import DeadLetter
 from worker.settings import describe_kafka, settings_or_exit
 
 log = logging.getLogger("ops.replay")
-librdkafka_log = logging.getLogger("ops.replay.librdkafka")
+librdkafka_log = librdkafka_logger("ops.replay.librdkafka")
 
 REPLAY_HEADER = "replay-of"
 """Header naming the dead letter a replayed record came from (for people reading the topic)."""

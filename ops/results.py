@@ -25,11 +25,12 @@ from pydantic import ValidationError
 
 from ops import arguments
 from ops.kafka import consumer_config, topic_partitions
+from worker.kafka_logs import librdkafka_logger
 from worker.models import DeadLetter, TableRecord
 from worker.settings import describe_kafka, get_settings, settings_or_exit
 
 log = logging.getLogger("ops.results")
-librdkafka_log = logging.getLogger("ops.results.librdkafka")
+librdkafka_log = librdkafka_logger("ops.results.librdkafka")
 
 ResultKind = Literal["table", "dead_letter"]
 METADATA_TIMEOUT_S = 10.0

@@ -13,11 +13,12 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pydantic import BaseModel, ConfigDict
 
 from producer.reports import OutgoingReport
+from worker.kafka_logs import librdkafka_logger
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 # librdkafka's own log lines (one per reconnect attempt) go here, hidden unless asked for.
-librdkafka_log = logging.getLogger("producer.librdkafka")
+librdkafka_log = librdkafka_logger("producer.librdkafka")
 
 FLUSH_MARGIN_S = 5.0
 

@@ -13,6 +13,7 @@ import threading
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from worker.kafka_logs import librdkafka_logger
 from worker.models import Delivery
 from worker.settings import get_settings, redact_kafka_properties
 
@@ -38,7 +39,7 @@ class Publisher:
         self._config = {**DEFAULTS, **config, **REQUIRED}
         # librdkafka's own log lines go through Python logging (one format, one stream).
         self._producer = Producer(
-            {**self._config, "error_cb": self._on_error, "logger": logging.getLogger("librdkafka")}
+            {**self._config, "error_cb": self._on_error, "logger": librdkafka_logger("librdkafka")}
         )
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)

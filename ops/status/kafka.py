@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,8 +12,9 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from ops.status.models import ConsumerGroupLag, KafkaStatus, PartitionLag, StatusError, TopicRecords
 from ops.status.restate import TIMEOUT_S
+from worker.kafka_logs import librdkafka_logger
 
-librdkafka_log = logging.getLogger("ops.status.librdkafka")
+librdkafka_log = librdkafka_logger("ops.status.librdkafka")
 
 
 # The library's OffsetSpec factories are untyped.
