@@ -20,16 +20,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from chaos.inputs import EXPECTED_REASONS, VALID_REASONS
-from worker.models import DeadLetter, StepFact, TableRecord
+from worker.models import DeadLetter, OutcomeKind, StepFact, TableRecord
 
 LLM_STEPS = {"Extract metrics": "extract", "Sort metrics": "sort", "Format as table": "format"}
 CALLS_PER_REPORT = len(LLM_STEPS)
-TopicKind = Literal["table", "dead_letter"]
 
 
 class _Model(BaseModel):
@@ -46,7 +44,7 @@ class SentRecord(_Model):
 
 
 class OutputRecord(_Model):
-    topic: TopicKind
+    topic: OutcomeKind
     key: str | None
     value: bytes
     partition: int
@@ -79,7 +77,7 @@ class FaultEvent(_Model):
 
 class Duplicate(_Model):
     report_id: str
-    topic: TopicKind
+    topic: OutcomeKind
     copies: int
     identical: bool
 
@@ -273,7 +271,7 @@ def _group_outputs(outputs: Iterable[OutputRecord], unparseable: list[str]) -> d
 
 def _duplicates(report_id: str, parsed: _Parsed) -> list[Duplicate]:
     found = []
-    by_topic: list[tuple[TopicKind, list[OutputRecord]]] = [
+    by_topic: list[tuple[OutcomeKind, list[OutputRecord]]] = [
         ("table", parsed.tables),
         ("dead_letter", parsed.dead_letters),
     ]
@@ -285,7 +283,7 @@ def _duplicates(report_id: str, parsed: _Parsed) -> list[Duplicate]:
 
 
 def _unexpected(sent: SentRecord, parsed: _Parsed) -> Unexpected | None:
-    reasons = {letter.reason for letter in parsed.letter_values}
+    reasons: set[str] = {letter.reason.value for letter in parsed.letter_values}
     if sent.kind == "valid":
         if wrong := reasons - VALID_REASONS:
             return Unexpected(report_id=sent.report_id, kind=sent.kind, got=f"dead letter {sorted(wrong)}")

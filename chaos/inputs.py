@@ -15,20 +15,21 @@ from pydantic import BaseModel, ConfigDict
 
 from producer.generate import generate_reports
 from producer.reports import OutgoingReport
+from worker.models import DeadLetterReason
 
 POISON_KINDS = ("empty", "null_value", "invalid_utf8", "invalid_schema", "too_large")
 
 # The dead-letter reasons each poison kind may end with. Restate hands the handler
 # a tombstone's null value as an empty body, so it reads as `empty`.
-EXPECTED_REASONS: dict[str, frozenset[str]] = {
-    "empty": frozenset({"empty"}),
-    "null_value": frozenset({"null_value", "empty"}),
-    "invalid_utf8": frozenset({"invalid_utf8"}),
-    "invalid_schema": frozenset({"invalid_schema"}),
-    "too_large": frozenset({"too_large"}),
+EXPECTED_REASONS: dict[str, frozenset[DeadLetterReason]] = {
+    "empty": frozenset({DeadLetterReason.EMPTY}),
+    "null_value": frozenset({DeadLetterReason.NULL_VALUE, DeadLetterReason.EMPTY}),
+    "invalid_utf8": frozenset({DeadLetterReason.INVALID_UTF8}),
+    "invalid_schema": frozenset({DeadLetterReason.INVALID_SCHEMA}),
+    "too_large": frozenset({DeadLetterReason.TOO_LARGE}),
 }
 # A valid report may still be dead-lettered: its steps failed past their attempts, or it states no metrics.
-VALID_REASONS = frozenset({"step_failed", "no_metrics"})
+VALID_REASONS = frozenset({DeadLetterReason.STEP_FAILED, DeadLetterReason.NO_METRICS})
 
 _POISON_VALUES: dict[str, list[bytes | None]] = {
     "empty": [b"", b" \t\n  "],

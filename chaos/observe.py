@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from chaos.accounting import OutputRecord, TopicKind
+from chaos.accounting import OutputRecord
 from ops.kafka import consumer_config
+from worker.models import OutcomeKind
 from worker.settings import get_settings
 
 
@@ -32,10 +33,13 @@ class OutputCollector:
             "topic.metadata.refresh.interval.ms": "2000",
             "log_level": "0",
         }
-        self._topics: dict[str, TopicKind] = {settings.tables_topic: "table", settings.dead_letter_topic: "dead_letter"}
+        self._topics: dict[str, OutcomeKind] = {
+            settings.tables_topic: "table",
+            settings.dead_letter_topic: "dead_letter",
+        }
         self._records: list[OutputRecord] = []
         self._ids: set[str] = set()
-        self._counts: Counter[TopicKind] = Counter()
+        self._counts: Counter[OutcomeKind] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chaos-outputs", daemon=True)
@@ -83,7 +87,7 @@ class OutputCollector:
         with self._lock:
             return set(self._ids)
 
-    def counts(self) -> dict[TopicKind, int]:
+    def counts(self) -> dict[OutcomeKind, int]:
         with self._lock:
             return dict(self._counts)
 

@@ -36,7 +36,7 @@ from ops.kafka import consumer_config, topic_partitions
 from producer.kafka import producer_config
 from worker.intake import MAX_ORIGINAL_BYTES, Rejection, read_report
 from worker.kafka_logs import librdkafka_logger
-from worker.models import DeadLetter
+from worker.models import DeadLetter, DeadLetterReason
 from worker.settings import describe_kafka, settings_or_exit
 
 log = logging.getLogger("ops.replay")
@@ -273,7 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--reason", action="append", default=[], metavar="R", help="dead-letter reason (repeatable)")
+    parser.add_argument(
+        "--reason",
+        action="append",
+        default=[],
+        choices=[r.value for r in DeadLetterReason],
+        metavar="R",
+        help="dead-letter reason (repeatable): " + ", ".join(DeadLetterReason),
+    )
     parser.add_argument("--report-id", action="append", default=[], metavar="ID", help="report id (repeatable)")
     parser.add_argument(
         "--since",

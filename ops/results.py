@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
@@ -26,13 +26,12 @@ from pydantic import ValidationError
 from ops import arguments
 from ops.kafka import consumer_config, topic_partitions
 from worker.kafka_logs import librdkafka_logger
-from worker.models import DeadLetter, TableRecord
+from worker.models import DeadLetter, OutcomeKind, TableRecord
 from worker.settings import describe_kafka, get_settings, settings_or_exit
 
 log = logging.getLogger("ops.results")
 librdkafka_log = librdkafka_logger("ops.results.librdkafka")
 
-ResultKind = Literal["table", "dead_letter"]
 METADATA_TIMEOUT_S = 10.0
 
 
@@ -44,7 +43,7 @@ class ReaderError(RuntimeError):
 class Result:
     """One report's outcome as read from Kafka."""
 
-    kind: ResultKind
+    kind: OutcomeKind
     report_id: str
     record: TableRecord | DeadLetter
     topic: str
@@ -125,7 +124,7 @@ class _Read:
         self.on_result = on_result
         self.stop = stop
         self.summary = ReadSummary()
-        self.seen: dict[str, ResultKind] = {}
+        self.seen: dict[str, OutcomeKind] = {}
         # Dead letters wait until the tables topic has caught up: a replayed report
         # has both a dead letter and, later, a table, and the table is its outcome.
         self.held: dict[str, Result] = {}
@@ -226,7 +225,7 @@ class _Read:
         self.on_result(result)
 
     def _parse(self, message: Message, topic: str, partition: int, offset: int) -> Result | None:
-        kind: ResultKind = "table" if topic == self.options.tables_topic else "dead_letter"
+        kind: OutcomeKind = "table" if topic == self.options.tables_topic else "dead_letter"
         model = TableRecord if kind == "table" else DeadLetter
         try:
             record: TableRecord | DeadLetter = model.model_validate_json(message.value() or b"")

@@ -13,7 +13,9 @@ before the kill and never journaled.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import random
 import subprocess
@@ -30,7 +32,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from testllm import Behaviour, Call, Hang, LLMServer, Malformed, Status
 from tests.harness import DLQ, REPORTS, TABLES, OutputRecord, TestStack, unique
 from worker import faults
-from worker.settings import get_settings
+from worker.models import Delivery, Ledger, Source, TableRecord
+from worker.settings import Settings, settings_from
 
 STEPS = {"extract": "Extract metrics", "sort": "Sort metrics", "format": "Format as table"}
 TEMPLATES = [
@@ -318,38 +321,48 @@ def test_crash_between_publish_and_journal_yields_a_byte_identical_duplicate(
 
 
 def test_fault_injection_is_off_unless_configured_and_crashes_once_per_report(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reread_settings: None
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     exits: list[int] = []
+    published: list[str] = []
 
     def fake_exit(code: int) -> None:
         exits.append(code)
 
-    def reread_faults() -> None:
-        get_settings.cache_clear()
-        faults.config.cache_clear()
+    async def publish(record: TableRecord) -> Delivery:
+        published.append(record.report_id)
+        return Delivery(topic=TABLES, partition=0, offset=len(published))
+
+    def publish_all(settings: Settings, *report_ids: str) -> None:
+        step = faults.with_faults(publish, settings)
+        for rid in report_ids:
+            asyncio.run(step(record=table_record(rid)))
 
     monkeypatch.setattr(os, "_exit", fake_exit)
-    monkeypatch.delenv("FAULT_CRASH_AFTER_PUBLISH", raising=False)
-    reread_faults()
-    faults.after_publish("crash-1")
-    assert exits == []
-
-    monkeypatch.setenv("FAULT_CRASH_AFTER_PUBLISH", "crash")
-    reread_faults()
-    faults.after_publish("crash-1")
+    off = settings_from({})
+    assert faults.with_faults(publish, off) is publish, "with the fault off the step is the plain publish"
+    publish_all(settings_from({"FAULT_CRASH_AFTER_PUBLISH": "crash"}), "crash-1")
     assert exits == [], "without FAULT_STATE_DIR a crash would repeat on every attempt"
 
-    monkeypatch.setenv("FAULT_STATE_DIR", str(tmp_path))
-    reread_faults()
-    try:
-        faults.after_publish("other-1")
-        faults.after_publish("crash/1")
-        faults.after_publish("crash/1")  # the marker survives a (simulated) restart
-        faults.after_publish("crash_1")  # sanitizes like crash/1, still its own report
-    finally:
-        reread_faults()
+    on = settings_from({"FAULT_CRASH_AFTER_PUBLISH": "crash", "FAULT_STATE_DIR": str(tmp_path)})
+    with caplog.at_level(logging.WARNING, logger="worker.faults"):
+        faults.announce(on)
+    assert "FAULT INJECTION ON" in caplog.text
+    publish_all(on, "other-1", "crash/1", "crash/1", "crash_1")  # crash_1 sanitizes like crash/1: its own report
+    # The marker survives a (simulated) restart: crash/1 crashes once.
     assert exits == [faults.CRASH_EXIT_CODE, faults.CRASH_EXIT_CODE]
+    assert published == ["crash-1", "other-1", "crash/1", "crash/1", "crash_1"]
+
+
+def table_record(report_id: str) -> TableRecord:
+    return TableRecord(
+        report_id=report_id,
+        table="| Metric | Value | Unit |",
+        metrics=[],
+        source=Source(),
+        invocation_id="inv_test",
+        ledger=Ledger.of([]),
+    )
 
 
 # --- Kill restate-server and the broker ----------------------------------------------------------

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from worker import faults
 from worker.app import create_app
 from worker.logs import configure
 from worker.providers import close_provider
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     configure(settings.log_level, settings.log_format)
+    faults.announce(settings)
     config = server_config(args.bind)
     if settings.provider == "offline":
         model, base_url = "n/a", "n/a"

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from worker.models import Report, Source
+from worker.models import DeadLetterReason, Report, Source
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Rejection:
     """Input that can never succeed, bound for the dead-letter topic."""
 
     report_id: str
-    reason: str
+    reason: DeadLetterReason
     error: str
     source: Source
     original_value: str | None
@@ -69,29 +69,31 @@ def read_report(
     source = source_from_headers(headers)
     fallback_id = derived_report_id(source, invocation_id)
 
-    def reject(reason: str, error: str, report_id: str = fallback_id) -> Rejection:
+    def reject(reason: DeadLetterReason, error: str, report_id: str = fallback_id) -> Rejection:
         value, encoding = original_value(raw)
         return Rejection(report_id, reason, error, source, value, encoding)
 
     if raw is None:
-        return reject("null_value", "the record has no value (a tombstone)")
+        return reject(DeadLetterReason.NULL_VALUE, "the record has no value (a tombstone)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return reject("invalid_utf8", f"the value is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+        return reject(DeadLetterReason.INVALID_UTF8, f"the value is not valid UTF-8 ({exc.reason} at byte {exc.start})")
     if not text.strip():
-        return reject("empty", "the value is empty or whitespace only")
+        return reject(DeadLetterReason.EMPTY, "the value is empty or whitespace only")
 
     message, given_id, problem = _parse(text)
     report_id = given_id or fallback_id
     if problem:
-        return reject("invalid_schema", problem, report_id)
+        return reject(DeadLetterReason.INVALID_SCHEMA, problem, report_id)
     assert message is not None
     if not message.strip():
-        return reject("empty", "the message is empty or whitespace only", report_id)
+        return reject(DeadLetterReason.EMPTY, "the message is empty or whitespace only", report_id)
     size = len(message.encode("utf-8"))
     if size > max_bytes:
-        return reject("too_large", f"the message has {size} bytes, over the limit of {max_bytes}", report_id)
+        return reject(
+            DeadLetterReason.TOO_LARGE, f"the message has {size} bytes, over the limit of {max_bytes}", report_id
+        )
     return Report(report_id=report_id, message=message.strip(), source=source)
 
 

@@ -8,6 +8,7 @@ journal's schema: keep them small, explicit and free of secrets.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +32,28 @@ class Step(StrEnum):
     def short(self) -> str:
         """A short, env-var friendly name: extract, sort, format, publish, dead_letter."""
         return self.name.lower()
+
+
+class DeadLetterReason(StrEnum):
+    """Why a report ended on the dead-letter topic: the `reason` code readers and replay select by."""
+
+    NULL_VALUE = "null_value"
+    """The record has no value (a client that sends none; Restate hands a tombstone over as empty)."""
+    INVALID_UTF8 = "invalid_utf8"
+    EMPTY = "empty"
+    """Empty or whitespace-only value or message."""
+    INVALID_SCHEMA = "invalid_schema"
+    """JSON, but not a report object (`{"id"?: str, "message": str}`)."""
+    TOO_LARGE = "too_large"
+    """The message is over MAX_MESSAGE_BYTES."""
+    NO_METRICS = "no_metrics"
+    """Extraction found nothing to put in a table."""
+    STEP_FAILED = "step_failed"
+    """An LLM step used up its attempts, or failed in a way no retry can fix."""
+
+
+OutcomeKind = Literal["table", "dead_letter"]
+"""How a report ended: a table on the tables topic, or a record on the dead-letter topic."""
 
 
 class Source(Model):
@@ -155,7 +178,9 @@ class DeadLetter(Model):
     """The value published on the dead-letter topic (key = report_id)."""
 
     report_id: str
-    reason: str = Field(description="Short machine-readable code, e.g. empty, invalid_schema, step_failed.")
+    reason: DeadLetterReason = Field(
+        description="Short machine-readable code, e.g. empty, invalid_schema, step_failed."
+    )
     error: str = Field(description="Human-readable explanation.")
     failed_step: str | None = None
     completed: CompletedSteps = CompletedSteps()
@@ -169,6 +194,6 @@ class Outcome(Model):
     """What the handler returns: visible in the Restate UI as the invocation's result."""
 
     report_id: str
-    outcome: str = Field(description="table or dead_letter")
-    reason: str | None = None
+    outcome: OutcomeKind
+    reason: DeadLetterReason | None = None
     delivery: Delivery

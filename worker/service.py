@@ -19,11 +19,12 @@ from pydantic import BaseModel
 from restate.exceptions import TerminalError
 from restate.serde import BytesSerde, PydanticJsonSerde, Serde
 
-from worker import steps
+from worker import faults, steps
 from worker.intake import Rejection, original_value, read_report
 from worker.models import (
     CompletedSteps,
     DeadLetter,
+    DeadLetterReason,
     Delivery,
     ExtractResult,
     FormatResult,
@@ -107,6 +108,8 @@ async def _attempts(
 # Publishing has no attempt bound of its own: it falls back to the invocation
 # retry policy above, which pauses instead of giving up.
 PUBLISH = _journaled(Delivery)
+# The table's publish, with the crash-after-publish fault composed on when a test or chaos run asks for it.
+publish_table = faults.with_faults(steps.publish_table, get_settings())
 
 
 @report_chain.handler("process", accept="*/*", input_serde=BytesSerde())
@@ -128,7 +131,7 @@ async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
         if not extracted.metrics:
             error = "no metrics were found in the report"
             done = CompletedSteps(extract=extracted)
-            return await _dead_letter(ctx, report, raw, invocation_id, "no_metrics", error, step, done)
+            return await _dead_letter(ctx, report, raw, invocation_id, DeadLetterReason.NO_METRICS, error, step, done)
         step = Step.SORT
         ordered = await _attempts(
             ctx, step, steps.sort_metrics, SORT_RUN, report_id=report_id, metrics=extracted.metrics
@@ -137,10 +140,12 @@ async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
         table = await _attempts(ctx, step, steps.format_table, FORMAT_RUN, report_id=report_id, metrics=ordered.metrics)
     except TerminalError as exc:
         done = CompletedSteps(extract=extracted, sort=ordered)
-        return await _dead_letter(ctx, report, raw, invocation_id, "step_failed", exc.message, step, done)
+        return await _dead_letter(
+            ctx, report, raw, invocation_id, DeadLetterReason.STEP_FAILED, exc.message, step, done
+        )
 
     record = _table_record(report, invocation_id, extracted, ordered, table)
-    delivery = await ctx.run_typed(Step.PUBLISH.value, steps.publish_table, PUBLISH, record=record)
+    delivery = await ctx.run_typed(Step.PUBLISH.value, publish_table, PUBLISH, record=record)
     log.info(
         "report %s outcome=table invocation=%s -> %s/%s@%s %s",
         report_id, invocation_id, delivery.topic, delivery.partition, delivery.offset, _ledger_summary(record.ledger),
@@ -176,7 +181,7 @@ async def _dead_letter(
     report: Report,
     raw: bytes | None,
     invocation_id: str,
-    reason: str,
+    reason: DeadLetterReason,
     error: str,
     failed_step: Step,
     done: CompletedSteps,

@@ -21,7 +21,6 @@ from typing import TypeVar
 from pydantic import BaseModel
 from restate.exceptions import TerminalError
 
-from worker import faults
 from worker.models import (
     DeadLetter,
     Delivery,
@@ -169,9 +168,7 @@ def _encode(record: TableRecord | DeadLetter) -> bytes:
 
 
 async def publish_table(record: TableRecord) -> Delivery:
-    delivery = await get_publisher().publish(get_settings().tables_topic, record.report_id, _encode(record))
-    faults.after_publish(record.report_id)  # off unless FAULT_CRASH_AFTER_PUBLISH is set (tests, chaos runs)
-    return delivery
+    return await get_publisher().publish(get_settings().tables_topic, record.report_id, _encode(record))
 
 
 async def publish_dead_letter(letter: DeadLetter) -> Delivery:

@@ -8,8 +8,6 @@ names each metric from the words around it (worker/naming.py).
 from __future__ import annotations
 
 import re
-from collections import Counter
-from typing import ClassVar
 
 from worker.models import LLMUsage, Metric, Step
 from worker.naming import name_quantities
@@ -83,9 +81,6 @@ def _cell(text: str) -> str:
 class OfflineProvider:
     """The `Provider` protocol in plain code: deterministic, free, no network."""
 
-    calls: ClassVar[Counter[Step]] = Counter()
-    """How many times each step was asked, process-wide (tests read it)."""
-
     @property
     def name(self) -> str:
         return "offline"
@@ -94,15 +89,12 @@ class OfflineProvider:
         return None
 
     async def extract(self, text: str, call: CallInfo) -> Answer[list[Metric]]:
-        OfflineProvider.calls[Step.EXTRACT] += 1
         return Answer(extract_metrics(text), _USAGE)
 
     async def sort(self, metrics: list[Metric], call: CallInfo) -> Answer[list[Metric]]:
-        OfflineProvider.calls[Step.SORT] += 1
         return Answer(sort_metrics(metrics), _USAGE)
 
     async def format_table(self, metrics: list[Metric], call: CallInfo) -> Answer[str]:
-        OfflineProvider.calls[Step.FORMAT] += 1
         return Answer(markdown_table(metrics), _USAGE)
 
     async def aclose(self) -> None:
