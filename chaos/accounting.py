@@ -1,6 +1,6 @@
 """The verdict of a chaos run, from what was sent, what came out and what the LLM server saw.
 
-Pure: no Kafka, no clock. The rules (DESIGN.md, guarantees 2-4):
+Pure: no Kafka, no clock. The rules (docs/design.md, "Guarantees" 2-4):
 - missing: a sent record with no output at all;
 - conflict: a report with both a table and a dead letter;
 - duplicate: more than one record for a report on one topic; allowed only byte-identical;

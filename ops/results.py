@@ -1,8 +1,8 @@
 """`report-results` (`python -m ops.results`): print the worker's tables and dead letters.
 
 The reader assigns partitions itself under a unique, never-committed group id, so
-it cannot disturb any other consumer. Publishing is at-least-once (DESIGN.md,
-guarantee 4): a report id is shown once even when its record appears twice.
+it cannot disturb any other consumer. Publishing is at-least-once (docs/design.md,
+"Guarantees" 4): a report id is shown once even when its record appears twice.
 
 Exit codes: 0 done; 1 Kafka error, or --id values that did not arrive before
 --timeout; 2 usage error; 130 interrupted.

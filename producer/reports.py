@@ -1,7 +1,7 @@
 """What the producer sends: reports parsed from text lines, bundled samples, or
 synthetic reports for load tests.
 
-Only `id` and `message` ever go on the wire (DESIGN.md, "Input value"); the
+Only `id` and `message` ever go on the wire (docs/design.md, "Input value"); the
 `expected` metrics of samples and generated reports are for checking results.
 """
 

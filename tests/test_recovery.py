@@ -1,8 +1,8 @@
 """Crash recovery through real processes: SIGKILL the worker, restate-server or the Kafka
-broker while reports are in flight, restart it, and check what DESIGN.md promises:
-every report ends as exactly one outcome (guarantee 3), a step whose result was
-journaled never runs again (guarantee 2, checked against the LLM server's call log and
-Restate's journal), and the only duplicate is a byte-identical publish (guarantee 4).
+broker while reports are in flight, restart it, and check what docs/design.md promises
+("Guarantees"): every report ends as exactly one outcome (3), a step whose result was
+journaled never runs again (2, checked against the LLM server's call log and Restate's
+journal), and the only duplicate is a byte-identical publish (4).
 
 The LLM server records a call as successful when it sends the answer, so a call that was
 in flight when the worker died counts as successful without ever reaching the journal.
@@ -123,7 +123,7 @@ def check_one_table(stack: TestStack, report_id: str) -> tuple[dict[str, Any], i
 def check_steps_ran_once(
     stack: TestStack, llm: LLMServer, report_id: str, lost_before: float, journaled_before: Collection[str]
 ) -> Outcome:
-    """Guarantee 2 for one finished report, from the LLM server's log, the ledger and the journal.
+    """docs/design.md, "Guarantees" 2, for one finished report, from the LLM server's log, the ledger and the journal.
 
     `journaled_before`: response ids known to be in the journal before the crash; `lost_before`:
     the latest moment a call lost in the crash may have started (the worker's death, or for a
@@ -288,7 +288,7 @@ def test_worker_killed_while_sort_waits_on_the_llm_never_repeats_extract(recover
 def test_crash_between_publish_and_journal_yields_a_byte_identical_duplicate(
     recovery: TestStack, tmp_path: Path
 ) -> None:
-    """The documented duplicate window (guarantee 4), forced with worker/faults.py."""
+    """The first of docs/design.md's "Known duplicate windows", forced with worker/faults.py."""
     stack = recovery
     prefix = unique("crash")
     state = tmp_path / "fault-state"

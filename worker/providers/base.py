@@ -1,7 +1,7 @@
 """The small interface every LLM provider implements, and the errors it raises.
 
 A provider answers one step at a time and reports what the answer cost. It does
-not retry: Restate owns retries (DESIGN.md, guarantee 5). It raises
+not retry: Restate owns retries (docs/design.md, "Guarantees" 5). It raises
 - `TransientProviderError` for failures worth retrying (connection, timeout, 5xx),
   optionally with `retry_after` when the server advised a delay (429);
 - `PermanentProviderError` for failures that no retry can fix (400/401/403/404/422).

@@ -1,6 +1,6 @@
 """A provider for any OpenAI-compatible chat-completions API (OpenAI, vLLM, Ollama, LM Studio, proxies).
 
-Retries have one owner, Restate (DESIGN.md, guarantee 5): the SDK client is built
+Retries have one owner, Restate (docs/design.md, "Guarantees" 5): the SDK client is built
 with `max_retries=0` and every failure is mapped to a `ProviderError` that tells
 the step whether retrying can help.
 
