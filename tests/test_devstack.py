@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from pathlib import Path
@@ -100,3 +101,21 @@ def test_setup_registers_the_worker_again_only_when_its_definition_changed(stack
     assert _revision(cfg.restate_admin_url) == before + 1
     stack.use_worker_env()
     assert _revision(cfg.restate_admin_url) == before + 2
+
+
+def test_the_demo_links_the_ui_to_this_runs_invocations() -> None:
+    """The UI opens on running invocations only (empty on an idle stack); the demo's link filters by
+    service and creation time in the UI's own query format (checked by hand in a headless browser:
+    it lists the run's 12 invocations where the plain /ui/invocations shows "No invocations found")."""
+    from datetime import UTC, datetime
+    from urllib.parse import parse_qs, urlsplit
+
+    from devstack.demo import invocations_link
+
+    link = urlsplit(invocations_link("http://127.0.0.1:9070", datetime(2026, 12, 3, 23, 17, 11, 212000, UTC)))
+    assert (link.netloc, link.path) == ("127.0.0.1:9070", "/ui/invocations")
+    query = {k: v[0] for k, v in parse_qs(link.query).items()}
+    assert json.loads(query["filter_target_service_name"]) == {"operation": "IN", "value": ["ReportChain"]}
+    assert json.loads(query["filter_created_at"]) == {"operation": "AFTER", "value": "2026-12-03T23:17:11.212Z"}
+    assert (query["sort_field"], query["sort_order"]) == ("created_at", "DESC")
+    assert "filter_status" not in query  # no status filter: finished invocations are the ones to look at
