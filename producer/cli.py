@@ -14,7 +14,7 @@ import json
 import logging
 import secrets
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from producer.generate import generate_reports
@@ -31,8 +31,8 @@ input lines (stdin, --file):
   (other fields, such as "expected", are dropped); any other non-empty line is one
   plain-text report; blank lines are skipped.
 
-output: one line per record on stdout, the report id and where the broker stored it
-  (topic/partition@offset); a report sent without an id gets its coordinates as id:
+output: one line per record on stdout, in input order, the report id and where the broker
+  stored it (topic/partition@offset); a report sent without an id gets its coordinates as id:
     q3  reports/2@17
     reports/1/5  reports/1@5
   --json prints {"report_id", "topic", "partition", "offset", "error"} per line instead.
@@ -173,18 +173,33 @@ NOTHING_TO_SEND = (
 )
 
 
-def _printer(as_json: bool) -> Callable[[DeliveryReport], None]:
-    def show(delivery: DeliveryReport) -> None:
-        if as_json:
+class _InInputOrder:
+    """Prints one line per record, in the order the records were read (the broker answers out of order)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.waiting: dict[int, DeliveryReport] = {}
+        self.next = 0
+
+    def __call__(self, delivery: DeliveryReport) -> None:
+        self.waiting[delivery.index] = delivery
+        while self.next in self.waiting:
+            self._print(self.waiting.pop(self.next))
+            self.next += 1
+
+    def finish(self) -> None:
+        """Print what is left after a gap (a record that never got an answer), still in order."""
+        for index in sorted(self.waiting):
+            self._print(self.waiting.pop(index))
+
+    def _print(self, delivery: DeliveryReport) -> None:
+        if self.as_json:
             print(json.dumps(delivery.as_json(), ensure_ascii=False), flush=True)
         elif delivery.ok:
             print(f"{delivery.assigned_id}  {delivery.coordinates}", flush=True)
         else:
-            print(
-                f"report-producer: not delivered: {delivery.report_id or '(no id)'}: {delivery.error}", file=sys.stderr
-            )
-
-    return show
+            label = delivery.report_id or "(no id)"
+            print(f"report-producer: not delivered: {label}: {delivery.error}", file=sys.stderr)
 
 
 def _configure_logging(quiet: bool, verbose: bool) -> None:
@@ -203,10 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("kafka config: %s", describe_kafka(config))
 
     try:
-        show = _printer(args.json) if args.json or not args.quiet else None
+        show = _InInputOrder(args.json) if args.json or not args.quiet else None
         summary = send(reports, config, args.topic, progress=not args.quiet, on_delivery=show)
     except KeyboardInterrupt:  # a second Ctrl-C, while flushing
         return 130
+    if show is not None:
+        show.finish()
 
     if summary.sent == 0 and not reports.invalid and not summary.interrupted:
         print(f"report-producer: {reports.source} held no reports; {NOTHING_TO_SEND}", file=sys.stderr)

@@ -33,6 +33,8 @@ class DeliveryReport:
     offset: int | None
     error: str | None
     at: float = field(default_factory=time.time)
+    index: int = 0
+    """The record's position in what was sent, from 0 (delivery reports arrive out of order)."""
 
     @property
     def ok(self) -> bool:
@@ -104,7 +106,14 @@ class _Tally:
         self.started = time.monotonic()
         self._last_print = self.started
 
-    def callback(self, report_id: str | None) -> Callable[[KafkaError | None, Message], None]:
+    def refused(self, report_id: str | None, index: int, error: str) -> None:
+        """A record the client refused before queueing it (e.g. over message.max.bytes)."""
+        self.failed += 1
+        self.errors[error] += 1
+        if self.on_delivery is not None:
+            self.on_delivery(DeliveryReport(report_id, self.topic, None, None, error, index=index))
+
+    def callback(self, report_id: str | None, index: int) -> Callable[[KafkaError | None, Message], None]:
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             if error is None:
                 self.delivered += 1
@@ -119,6 +128,7 @@ class _Tally:
                         partition=message.partition() if error is None else None,
                         offset=message.offset() if error is None else None,
                         error=error.str() if error is not None else None,
+                        index=index,
                     )
                 )
 
@@ -182,8 +192,8 @@ def send(
     tally = _Tally(topic, progress, on_delivery)
     interrupted = False
     try:
-        for report in records:
-            _produce(producer, topic, report, tally)
+        for index, report in enumerate(records):
+            _produce(producer, topic, report, tally, index)
             tally.sent += 1
             producer.poll(0)
             tally.tick()
@@ -200,15 +210,16 @@ def send(
     return tally.summary(undelivered, flush_timeout, interrupted)
 
 
-def _produce(producer: Producer, topic: str, report: OutgoingReport, tally: _Tally) -> None:
+def _produce(producer: Producer, topic: str, report: OutgoingReport, tally: _Tally, index: int) -> None:
     while True:
         try:
-            producer.produce(topic, key=report.key(), value=report.value(), on_delivery=tally.callback(report.id))
+            callback = tally.callback(report.id, index)
+            producer.produce(topic, key=report.key(), value=report.value(), on_delivery=callback)
             return
         except KafkaException as exc:
             # Refused before queueing (e.g. the record is over message.max.bytes): it failed, nothing to wait for.
-            tally.failed += 1
-            tally.errors[exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)] += 1
+            error = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+            tally.refused(report.id, index, error)
             return
         except BufferError:
             # The local queue is full: serve delivery reports until there is room.

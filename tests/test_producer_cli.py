@@ -400,6 +400,7 @@ def test_every_record_is_printed_with_the_id_the_worker_uses_and_its_coordinates
     result = run_cli(["-"], stack.cfg.kafka_bootstrap, stdin=stdin + "\n")
     assert result.returncode == 0, result.stderr
     printed = dict(line.split() for line in result.stdout.splitlines())
+    assert next(iter(printed)) == f"{run}-own"  # in input order, whatever order the broker answered in
     records = [r for records in mine(tail.read(2), run).values() for r in records]
     assert printed == {
         (r.key or f"{r.topic}/{r.partition}/{r.offset}"): f"{r.topic}/{r.partition}@{r.offset}" for r in records
@@ -445,5 +446,11 @@ def test_library_send_reports_each_delivery_and_counts_refused_records(stack: Te
     summary = send([*reports, too_big], producer_config(stack.cfg.kafka_bootstrap, {}), on_delivery=deliveries.append)
     assert (summary.sent, summary.delivered, summary.failed, summary.ok) == (4, 3, 1, False)
     assert any("too large" in error.lower() for error in summary.errors), summary.errors
-    assert sorted(d.report_id or "" for d in deliveries) == sorted(r.id or "" for r in reports)
-    assert all(d.ok and d.topic == REPORTS and d.offset is not None for d in deliveries)
+    delivered = [d for d in deliveries if d.ok]
+    assert sorted(d.report_id or "" for d in delivered) == sorted(r.id or "" for r in reports)
+    assert all(d.topic == REPORTS and d.offset is not None for d in delivered)
+    # The refused record is reported too (every record gets exactly one report), with its error.
+    [refused] = [d for d in deliveries if not d.ok]
+    assert (refused.report_id, refused.index, refused.offset) == (too_big.id, 3, None)
+    assert refused.error and "too large" in refused.error.lower()
+    assert sorted(d.index for d in deliveries) == [0, 1, 2, 3]
