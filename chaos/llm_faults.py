@@ -16,13 +16,13 @@ from collections import Counter
 from chaos.schedule import LLMFault, LLMFaultRates, llm_fault
 from testllm import Answer, Behaviour, Correct, Hang, LLMServer, Malformed, Status
 
-# Well-formed answers whose content fails the step's validation (worker/validation.py):
-# a value the report never states, a "sorted" list that is not a permutation, a table of
-# a metric that was never given. 987654321 appears in no generated report.
+# Well-formed answers whose content fails the step's validation (worker/quotes.py, worker/validation.py):
+# a quote the report never states, an order that is not a permutation, a row of a metric that was
+# never given. 987654321 appears in no generated report.
 _UNGROUNDED: dict[str, Answer] = {
-    "extract": Answer({"metrics": [{"name": "Revenue", "value": 987654321, "unit": "USD"}]}),
-    "sort": Answer({"metrics": [{"name": "Invented metric", "value": 987654321, "unit": ""}]}),
-    "format": Answer({"table": "| Metric | Value | Unit |\n|---|---:|---|\n| Invented metric | 987,654,321 |  |"}),
+    "extract": Answer({"metrics": [{"name": "Revenue", "quote": "$987,654,321", "unit": "USD"}]}),
+    "sort": Answer({"order": ["Z"]}),
+    "format": Answer({"rows": [{"metric": "Invented metric", "value": 987654321, "unit": ""}]}),
 }
 
 

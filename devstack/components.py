@@ -215,18 +215,25 @@ class Worker:
     def env(self) -> dict[str, str]:
         # The caller's environment reaches the worker (provider settings, KAFKA_* security
         # properties); the stack only pins where things are.
+        env = {**os.environ, **self.cfg.worker_env, **self.extra_env}
         return {
-            **os.environ,
-            **self.cfg.worker_env,
-            **self.extra_env,
+            **env,
             "KAFKA_BOOTSTRAP_SERVERS": self.cfg.kafka_bootstrap,
             "LOCAL_LLM_URL": self.cfg.llm_url,
+            "LOCAL_LLM_MODEL": _local_model_name(env),
             "WORKER_BIND": f"127.0.0.1:{self.cfg.worker_port}",
             "PYTHONPATH": str(REPO_ROOT),
         }
 
     def healthy(self) -> bool:
         return _http_ok(f"{self.cfg.worker_url}/health")
+
+
+def _local_model_name(env: dict[str, str]) -> str:
+    try:
+        return ModelSpec.from_env(env).alias()
+    except ModelError:
+        return "local"  # LocalLLM.prepare() reports the mistake when the local LLM is wanted
 
 
 class LocalLLM:

@@ -62,6 +62,14 @@ class ModelSpec:
         owner, repo, file = repo_and_file.split("/", 2)
         return cls(hf_repo=f"{owner}/{repo}", hf_file=file)
 
+    def alias(self) -> str:
+        """The name the local server answers with (see model_alias), known before the model is fetched."""
+        if self.path is not None:
+            return model_alias(self.path)
+        if self.hf_file is not None:
+            return model_alias(Path(self.hf_file))
+        return model_alias(Path(PINNED_FILE))
+
     def describe(self) -> str:
         if self.path is not None:
             return str(self.path)

@@ -6,15 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker.models import Metric, Step
+from worker.models import Step
 
 
 @dataclass(frozen=True)
 class Correct:
-    """A correct answer. `metrics` (extract, sort) or `table` (format) override the computed one."""
+    """A correct answer, computed from the request; for extract, `quotes` ([{name, quote, unit}]) overrides it."""
 
-    metrics: Sequence[Metric | Mapping[str, Any]] | None = None
-    table: str | None = None
+    quotes: Sequence[Mapping[str, str]] | None = None
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,8 @@ class TestStack:
             return
         self.worker_env = wanted
         self.stack.worker.extra_env = dict(wanted)
+        if self.stack.llm.wanted():  # LLM_PROVIDER=local: the local LLM server first (a no-op when it runs)
+            self.stack.start(self.stack.llm, timeout=180)
         self.stack.restart("worker")
         # Re-register: service options (e.g. the retry policy) come from the worker's environment.
         run_setup(self.stack.setup_config(), log=lambda _: None)

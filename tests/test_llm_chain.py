@@ -112,7 +112,7 @@ def test_malformed_json_then_valid(openai_stack: TestStack, llm_server: LLMServe
 
 def test_a_hallucinated_number_is_caught_and_repaired(openai_stack: TestStack, llm_server: LLMServer) -> None:
     report_id = unique("llm-hallucinated")
-    invented = {"metrics": [{"name": "Revenue", "value": 99_000_000, "unit": "USD"}]}
+    invented = {"metrics": [{"name": "Revenue", "quote": "$99M", "unit": "USD"}]}
     llm_server.script(report_id, "extract", [Answer(invented)])
     record = _send(openai_stack, report_id)
     assert record.topic == "tables"
@@ -125,14 +125,8 @@ def test_a_hallucinated_number_is_caught_and_repaired(openai_stack: TestStack, l
 
 def test_an_unsorted_answer_is_caught_and_repaired(openai_stack: TestStack, llm_server: LLMServer) -> None:
     report_id = unique("llm-unsorted")
-    ascending = {
-        "metrics": [
-            {"name": "Revenue growth", "value": 22, "unit": "%"},
-            {"name": "Employees", "value": 340, "unit": ""},
-            {"name": "Revenue", "value": 12_500_000, "unit": "USD"},
-        ]
-    }
-    llm_server.script(report_id, "sort", [Answer(ascending)])
+    # The metrics reach the sort step as A = $12.5M, B = 22%, C = 340: this is ascending.
+    llm_server.script(report_id, "sort", [Answer({"order": ["B", "C", "A"]})])
     record = _send(openai_stack, report_id)
     values = [m["value"] for m in record.json()["metrics"]]
     assert values == sorted(values, reverse=True)
@@ -140,17 +134,40 @@ def test_an_unsorted_answer_is_caught_and_repaired(openai_stack: TestStack, llm_
 
 
 def test_persistent_500_dead_letters_after_exactly_max_attempts(openai_stack: TestStack, llm_server: LLMServer) -> None:
+    # Extract has no code fallback by default: its model is the last link.
     report_id = unique("llm-down")
-    llm_server.script(report_id, "sort", [Status(500)] * 10)
+    llm_server.script(report_id, "extract", [Status(500)] * 10)
     record = _send(openai_stack, report_id)
     assert record.topic == "reports.dlq"
     letter = record.json()
     assert letter["reason"] == "step_failed"
-    assert letter["failed_step"] == "Sort metrics"
-    assert letter["completed"]["extract"]["metrics"]  # what did complete is kept
-    assert letter["completed"]["sort"] is None
-    assert _calls(llm_server, report_id) == {"extract": 1, "sort": 3, "format": 0}
+    assert letter["failed_step"] == "Extract metrics"
+    assert "500" in letter["error"] and "attempt 3 of 3" in letter["error"]
+    assert letter["completed"]["extract"] is None
+    assert _calls(llm_server, report_id) == {"extract": 3, "sort": 0, "format": 0}
     _assert_no_secret(record)
+
+
+def test_a_sort_the_model_keeps_failing_falls_back_to_code(openai_stack: TestStack, llm_server: LLMServer) -> None:
+    report_id = unique("llm-sort-code")
+    llm_server.script(report_id, "sort", [Status(500), Answer({"order": ["A"]}), Status(503)])
+    record = _send(openai_stack, report_id)
+    assert record.topic == "tables"
+    value = record.json()
+    assert [m["value"] for m in value["metrics"]] == [12_500_000, 340, 22]
+    assert _calls(llm_server, report_id) == {"extract": 1, "sort": 3, "format": 1}
+    extract, sort, fmt = value["ledger"]["steps"]
+    assert (extract["link"], extract["provider"], extract["model"]) == ("primary", "openai", "test-model")
+    assert (sort["link"], sort["provider"], sort["model"], sort["response_id"]) == ("code", "offline", None, None)
+    [passed] = sort["passed_over"]
+    assert (passed["link"], passed["provider"], passed["model"], passed["attempts"]) == (
+        "primary", "openai", "test-model", 3,
+    )  # fmt: skip
+    assert "503" in passed["error"]
+    assert fmt["link"] == "primary" and fmt["passed_over"] == []
+    # Every attempt of every link is journaled under the step's name.
+    runs = [e["name"] for e in openai_stack.journal(value["invocation_id"]) if e["entry_type"] == "Command: Run"]
+    assert runs == ["Extract metrics"] + ["Sort metrics"] * 4 + ["Format as table", "Publish table"]
 
 
 def test_401_dead_letters_after_exactly_one_call(openai_stack: TestStack, llm_server: LLMServer) -> None:
@@ -249,3 +266,22 @@ def test_an_attempt_cut_short_by_a_crash_does_not_use_up_the_step_budget(
     journal = openai_stack.journal(record.json()["invocation_id"])
     runs = [e["name"] for e in journal if e["entry_type"] == "Command: Run"]
     assert runs == ["Extract metrics", "Extract metrics", "Sort metrics", "Format as table", "Publish table"]
+
+
+def test_a_fallback_model_takes_over_when_the_primary_is_refused(
+    openai_stack: TestStack, llm_server: LLMServer
+) -> None:
+    openai_stack.use_worker_env({**openai_stack.worker_env, "LLM_FALLBACK_MODEL": "fallback-model"})
+    report_id = unique("llm-fallback-model")
+    llm_server.script(report_id, "extract", [Status(401)])  # permanent for the primary: no retry, next link
+    record = _send(openai_stack, report_id)
+    assert record.topic == "tables", record.json()
+    first, second = llm_server.calls(report_id, "extract")
+    assert (first.model, first.status, second.model, second.status) == ("test-model", 401, "fallback-model", 200)
+    extract = record.json()["ledger"]["steps"][0]
+    assert (extract["link"], extract["provider"], extract["model"]) == ("fallback", "openai", "fallback-model")
+    assert extract["response_id"] == second.response_id
+    [passed] = extract["passed_over"]
+    assert (passed["link"], passed["model"], passed["attempts"]) == ("primary", "test-model", 1)
+    assert "401" in passed["error"]
+    _assert_no_secret(record)

@@ -1,20 +1,15 @@
-"""The offline provider: deterministic extraction, sorting and tables, and answers that pass validation."""
+"""The steps in code (the offline provider): deterministic extraction, sorting and tables, and
+answers that pass validation."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 
 from evaluation import CORPUS_PATH, load_corpus
-from worker.models import LLMUsage, Metric, Step
-from worker.providers.base import CallInfo, Provider
-from worker.providers.offline import OfflineProvider, extract_metrics, markdown_table, sort_metrics
+from worker.models import Metric
+from worker.providers.offline import extract_metrics, extract_quotes, markdown_table, sort_metrics
+from worker.quotes import resolve
 from worker.validation import check_grounded, check_sorted_permutation, check_table
-
-
-def call(step: Step) -> CallInfo:
-    return CallInfo(report_id="r-1", step=step)
 
 
 def triples(metrics: list[Metric]) -> list[tuple[str, float, str]]:
@@ -177,23 +172,13 @@ def test_table_of_no_metrics_is_a_header() -> None:
     assert markdown_table([]) == "| Metric | Value | Unit |\n|---|---:|---|"
 
 
-def test_provider_protocol_and_usage() -> None:
-    provider: Provider = OfflineProvider()  # mypy checks the protocol; the asserts check the behaviour
-    assert provider.name == "offline"
-    assert all(provider.model_for(step) is None for step in Step)
-
-    async def run() -> tuple[list[Metric], list[Metric], str, list[LLMUsage]]:
-        extracted = await provider.extract("revenue was $12.5M and 3 incidents", call(Step.EXTRACT))
-        ordered = await provider.sort([Metric(name="a", value=1), Metric(name="b", value=2)], call(Step.SORT))
-        table = await provider.format_table(ordered.value, call(Step.FORMAT))
-        await provider.extract("uptime 99.9%", call(Step.EXTRACT))
-        return extracted.value, ordered.value, table.value, [extracted.usage, ordered.usage, table.usage]
-
-    extracted, ordered, table, usages = asyncio.run(run())
-    assert triples(extracted) == [("Revenue", 12_500_000, "USD"), ("Incidents", 3, "")]
-    assert [m.name for m in ordered] == ["b", "a"]
-    assert table.startswith("| Metric | Value | Unit |")
-    assert usages == [LLMUsage(model=None, response_id=None, prompt_tokens=0, completion_tokens=0)] * 3
+def test_quoted_metrics_resolve_to_the_extracted_metrics_on_every_labelled_report() -> None:
+    """The offline extractor as quoted items (the test LLM server's correct extract answer) reads back,
+    through the quote rules of worker/quotes.py, as exactly the metrics it extracted."""
+    for report in load_corpus():
+        resolved = resolve(report.message, extract_quotes(report.message))
+        assert resolved.rejected == [], (report.id, resolved.rejected)
+        assert triples(resolved.metrics) == triples(extract_metrics(report.message)), report.id
 
 
 def test_extraction_is_deterministic() -> None:

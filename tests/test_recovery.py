@@ -567,12 +567,17 @@ def test_every_input_has_exactly_one_outcome(recovery: TestStack, llm: LLMServer
             continue
         calls = llm.calls(sent.report_id, sent.fault_step)
         if sent.kind in ("persistent_500", "401"):
-            assert record.topic == DLQ, (sent.kind, value)
-            assert value["reason"] == "step_failed" and value["failed_step"] == STEPS[sent.fault_step or ""]
             expected_calls = STEP_MAX_ATTEMPTS if sent.kind == "persistent_500" else 1
             assert len(calls) == expected_calls, (sent.report_id, sent.kind, [c.status for c in calls])
-            completed = {k for k, v in value["completed"].items() if v is not None}
-            assert completed == set(steps[: steps.index(sent.fault_step or "")]), (sent.fault_step, completed)
+            if sent.fault_step == "extract":  # no fallback for extract by default: the report is dead-lettered
+                assert record.topic == DLQ, (sent.kind, value)
+                assert value["reason"] == "step_failed" and value["failed_step"] == STEPS["extract"]
+                assert all(v is None for v in value["completed"].values()), value["completed"]
+            else:  # sort and format fall back to code, and the ledger says why
+                assert record.topic == TABLES, (sent.kind, value)
+                fact = value["ledger"]["steps"][steps.index(sent.fault_step or "")]
+                assert (fact["link"], fact["provider"]) == ("code", "offline"), fact
+                assert [p["attempts"] for p in fact["passed_over"]] == [expected_calls], fact
         elif sent.kind == "no_metrics":
             assert record.topic == DLQ and value["reason"] == "no_metrics", value
         else:

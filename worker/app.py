@@ -8,7 +8,7 @@ from typing import Any
 
 import restate
 
-from worker.providers import close_provider, get_provider
+from worker.providers import close_provider, prepare_providers
 from worker.publisher import close_publisher
 from worker.service import report_chain
 from worker.settings import get_settings
@@ -36,7 +36,7 @@ def create_app() -> ASGIApp:
     settings = get_settings()
     # Build the provider now: importing the openai SDK takes seconds, and inside the first
     # request it would stall every invocation in flight. A misconfigured provider fails here, at start.
-    get_provider()
+    prepare_providers()
     # With identity keys set, the SDK rejects requests not signed by Restate's matching private key.
     restate_app: ASGIApp = restate.app(services=[report_chain], identity_keys=settings.identity_keys or None)
     tune_gc()

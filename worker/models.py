@@ -95,12 +95,27 @@ class LLMUsage(Model):
     completion_tokens: int = 0
 
 
+LinkKind = Literal["primary", "fallback", "code"]
+
+
+class PassedOver(Model):
+    """A link of a step's fallback chain that did not produce its result, and why."""
+
+    link: LinkKind
+    provider: str
+    model: str | None = None
+    attempts: int
+    error: str
+
+
 class StepFact(Model):
     """One line of the per-report ledger: how a step was produced."""
 
     step: str
-    provider: str
+    provider: str = Field(description='Who produced the result: "openai", "local", or "offline" for code.')
     model: str | None = None
+    link: LinkKind = Field(default="primary", description="Which link of the step's chain produced it.")
+    passed_over: list[PassedOver] = Field(default_factory=list, description="Earlier links that failed, and why.")
     response_id: str | None = None
     attempts: int = 1
     latency_ms: float = 0.0
@@ -109,9 +124,18 @@ class StepFact(Model):
     cost_usd: float | None = None
 
 
+class DroppedItem(Model):
+    """An extracted item that could not be used (its quote is not in the report, ...): dropped, not published."""
+
+    name: str
+    quote: str
+    reason: str
+
+
 class ExtractResult(Model):
     metrics: list[Metric]
     fact: StepFact
+    dropped: list[DroppedItem] = Field(default_factory=list)
 
 
 class SortResult(Model):
@@ -164,6 +188,9 @@ class TableRecord(Model):
     source: Source
     invocation_id: str
     ledger: Ledger
+    dropped: list[DroppedItem] = Field(
+        default_factory=list, description="Items the model extracted that the quote rules refused: not in the table."
+    )
 
 
 class CompletedSteps(Model):

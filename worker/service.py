@@ -2,6 +2,8 @@
 
 Input message => Extract metrics => Sort metrics => Format as table => Publish table
 
+Each LLM step runs down its fallback chain (worker/chain.py): the model, a fallback model, code.
+
 Each step is a `ctx.run_typed`: once it completes, its output is in the journal
 and a retry, a worker crash or a Restate restart resumes after it. Input that
 can never succeed, and steps that exhaust their attempts, end as one record on
@@ -10,9 +12,8 @@ the dead-letter topic instead, so every record has exactly one outcome.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import restate
 from pydantic import BaseModel
@@ -20,6 +21,7 @@ from restate.exceptions import TerminalError
 from restate.serde import BytesSerde, PydanticJsonSerde, Serde
 
 from worker import faults, steps
+from worker.chain import get_chain_config, run_step
 from worker.intake import Rejection, original_value, read_report
 from worker.models import (
     CompletedSteps,
@@ -69,42 +71,6 @@ SORT_RUN = _journaled(SortResult)
 FORMAT_RUN = _journaled(FormatResult)
 
 
-async def _attempts(
-    ctx: restate.Context,
-    step: Step,
-    action: Callable[..., Coroutine[Any, Any, T]],
-    options: restate.RunOptions[T],
-    **kwargs: Any,
-) -> T:
-    """Run an LLM step: one journaled `ctx.run` per attempt, a durable sleep between attempts.
-
-    Each attempt's outcome is journaled, failures included, so attempts are counted
-    exactly (a crash mid-attempt costs nothing) and a repair hint survives restarts.
-    Raises TerminalError when the step gives up.
-    """
-    s = get_settings()
-    repair_hint: str | None = None
-    for attempt in range(1, s.step_max_attempts + 1):
-        try:
-            return await ctx.run_typed(
-                step.value,
-                action,
-                options,
-                attempt=attempt,
-                repair_hint=repair_hint,
-                **kwargs,
-            )
-        except TerminalError as exc:
-            failure = steps.AttemptFailure.of(exc)
-            if not failure.retryable or attempt == s.step_max_attempts:
-                raise TerminalError(f"{exc.message} (attempt {attempt} of {s.step_max_attempts})") from None
-            repair_hint = failure.repair_hint
-            backoff = min(s.step_retry_initial_interval * 2 ** (attempt - 1), s.step_retry_max_interval)
-            delay = failure.retry_after_s if failure.retry_after_s is not None else backoff
-            await ctx.sleep(timedelta(seconds=delay), name=f"{step.value}: retry")
-    raise AssertionError("unreachable: the last attempt returns or raises")
-
-
 # Publishing has no attempt bound of its own: it falls back to the invocation
 # retry policy above, which pauses instead of giving up.
 PUBLISH = _journaled(Delivery)
@@ -122,22 +88,25 @@ async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
     report = intake
 
     report_id = report.report_id
+    chain = get_chain_config()
     # The completed steps are only needed for a dead letter: build them only then.
     extracted: ExtractResult | None = None
     ordered: SortResult | None = None
     step = Step.EXTRACT
     try:
-        extracted = await _attempts(ctx, step, steps.extract_metrics, EXTRACT_RUN, report=report)
+        extracted = await run_step(ctx, step, chain, steps.extract_metrics, EXTRACT_RUN, report=report)
         if not extracted.metrics:
             error = "no metrics were found in the report"
             done = CompletedSteps(extract=extracted)
             return await _dead_letter(ctx, report, raw, invocation_id, DeadLetterReason.NO_METRICS, error, step, done)
         step = Step.SORT
-        ordered = await _attempts(
-            ctx, step, steps.sort_metrics, SORT_RUN, report_id=report_id, metrics=extracted.metrics
+        ordered = await run_step(
+            ctx, step, chain, steps.sort_metrics, SORT_RUN, report_id=report_id, metrics=extracted.metrics
         )
         step = Step.FORMAT
-        table = await _attempts(ctx, step, steps.format_table, FORMAT_RUN, report_id=report_id, metrics=ordered.metrics)
+        table = await run_step(
+            ctx, step, chain, steps.format_table, FORMAT_RUN, report_id=report_id, metrics=ordered.metrics
+        )
     except TerminalError as exc:
         done = CompletedSteps(extract=extracted, sort=ordered)
         return await _dead_letter(
@@ -157,6 +126,7 @@ def _ledger_summary(ledger: Ledger) -> str:
     """One compact line: per-step latency/attempts/tokens, then totals (no report text, no secrets)."""
     steps = " ".join(
         f"{Step(f.step).short}={f.latency_ms:.0f}ms/{f.attempts}x/{f.prompt_tokens + f.completion_tokens}tok"
+        + ("" if f.link == "primary" else f"/{f.link}")
         for f in ledger.steps
     )
     cost = f" cost=${ledger.cost_usd:.6f}" if ledger.cost_usd is not None else ""
@@ -173,6 +143,7 @@ def _table_record(
         source=report.source,
         invocation_id=invocation_id,
         ledger=Ledger.of([extracted.fact, ordered.fact, table.fact]),
+        dropped=extracted.dropped,
     )
 
 

@@ -173,9 +173,26 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
 
+    # The fallback chain of each step (worker/chain.py): the provider's model, then an optional
+    # fallback model, then code where code is exact.
+    extract_with: Literal["llm", "code"] = "llm"
+    sort_with: Literal["llm", "code"] = "llm"
+    format_with: Literal["llm", "code"] = "llm"
+    extract_fallback: Literal["code", "none"] = Field(
+        default="none", description="code: the offline extractor (a heuristic) when the models fail."
+    )
+    sort_fallback: Literal["code", "none"] = "code"
+    format_fallback: Literal["code", "none"] = "code"
+    llm_fallback_model: str | None = Field(default=None, description="A second model tried when the first fails.")
+    llm_fallback_base_url: str | None = Field(default=None, description="Its endpoint; default: the provider's.")
+    llm_fallback_api_key: SecretStr | None = Field(default=None, description="Its key; default: the provider's.")
+
     # The local LLM (LLM_PROVIDER=local): llama.cpp's OpenAI-compatible server, which the local
     # stack starts (devstack/llamacpp.py) with the model below; the worker calls it at LOCAL_LLM_URL.
     local_llm_url: str = "http://127.0.0.1:8090/v1"
+    local_llm_model: str = Field(
+        default="local", description="The name the local server answers to (set by the stack)."
+    )
     local_model_path: str | None = Field(default=None, description="A GGUF file to serve.")
     local_model: str | None = Field(default=None, description="hf:OWNER/REPO/FILE.gguf, downloaded once.")
     local_llm_threads: int | None = Field(default=None, ge=1, description="CPU threads; default cores - 1.")

@@ -1,7 +1,7 @@
 """The chain's steps as plain async functions: pydantic models in, pydantic models out.
 
-Each call of an LLM step is ONE attempt, run by the handler (worker/service.py)
-inside its own `ctx.run_typed`. It either returns the validated result (nothing
+Each call of an LLM step is ONE attempt of one link of the step's chain (worker/chain.py),
+run inside its own `ctx.run_typed`. It either returns the validated result (nothing
 invalid is ever journaled) or raises `TerminalError` describing the failure
 (`AttemptFailure` in its metadata). Restate journals that failure too, and the
 handler decides: try again after a durable sleep, or give up and dead-letter.
@@ -21,6 +21,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from restate.exceptions import TerminalError
 
+from worker.chain import CODE, Link
 from worker.models import (
     DeadLetter,
     Delivery,
@@ -34,18 +35,25 @@ from worker.models import (
     StepFact,
     TableRecord,
 )
-from worker.providers import get_provider
+from worker.providers import get_provider, offline
 from worker.providers.base import (
     Answer,
     CallInfo,
     InvalidAnswerError,
     PermanentProviderError,
-    Provider,
     TransientProviderError,
 )
 from worker.publisher import get_publisher
+from worker.quotes import QuotedMetric, candidates, resolve
 from worker.settings import get_settings
-from worker.validation import ValidationFailed, check_grounded, check_sorted_permutation, check_table
+from worker.validation import (
+    MAX_LISTED,
+    ValidationFailed,
+    apply_order,
+    check_grounded,
+    check_rows,
+    check_sorted_permutation,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,35 +89,29 @@ class AttemptFailure(BaseModel):
         )
 
 
-async def _ask(
-    call: CallInfo,
-    ask: Callable[[Provider, CallInfo], Awaitable[Answer[T]]],
-    validate: Callable[[T], None],
-) -> tuple[T, StepFact]:
-    """One attempt: call the provider, validate the answer, and account for it."""
-    provider = get_provider()
-    step = call.step
-    started = time.perf_counter()
+async def _answer(call: CallInfo, ask: Callable[[], Awaitable[Answer[T]]]) -> Answer[T]:
+    """Call the provider, mapping its failures to the journaled failure of this attempt."""
     try:
-        answer = await ask(provider, call)
-        validate(answer.value)
-    except (ValidationFailed, InvalidAnswerError) as exc:
-        raise AttemptFailure(retryable=True, repair_hint=str(exc)).error(
-            f"{step.value}: invalid answer: {exc}"
-        ) from None
+        return await ask()
+    except InvalidAnswerError as exc:
+        raise _invalid(call, str(exc)) from None
     except TransientProviderError as exc:
         delay = None if exc.retry_after is None else min(exc.retry_after, MAX_RETRY_AFTER).total_seconds()
-        raise AttemptFailure(retryable=True, retry_after_s=delay).error(f"{step.value}: {exc}") from None
+        raise AttemptFailure(retryable=True, retry_after_s=delay).error(f"{call.step.value}: {exc}") from None
     except PermanentProviderError as exc:
-        raise AttemptFailure(retryable=False).error(f"{step.value}: {exc}") from None
-    fact = _fact(step, provider.name, answer.usage, call.attempt, (time.perf_counter() - started) * 1000)
-    return answer.value, fact
+        raise AttemptFailure(retryable=False).error(f"{call.step.value}: {exc}") from None
 
 
-def _fact(step: Step, provider: str, usage: LLMUsage, attempt: int, latency_ms: float) -> StepFact:
+def _invalid(call: CallInfo, problem: str) -> TerminalError:
+    return AttemptFailure(retryable=True, repair_hint=problem).error(f"{call.step.value}: invalid answer: {problem}")
+
+
+def _fact(step: Step, link: Link, usage: LLMUsage, attempt: int, started: float) -> StepFact:
     settings = get_settings()
     cost = None
-    if settings.llm_price_prompt_per_1k is not None or settings.llm_price_completion_per_1k is not None:
+    if link.kind != "code" and (
+        settings.llm_price_prompt_per_1k is not None or settings.llm_price_completion_per_1k is not None
+    ):
         cost = round(
             usage.prompt_tokens / 1000 * (settings.llm_price_prompt_per_1k or 0.0)
             + usage.completion_tokens / 1000 * (settings.llm_price_completion_per_1k or 0.0),
@@ -117,49 +119,86 @@ def _fact(step: Step, provider: str, usage: LLMUsage, attempt: int, latency_ms: 
         )
     return StepFact(
         step=step.value,
-        provider=provider,
-        model=usage.model,
+        provider=link.provider,
+        model=usage.model if link.kind != "code" else None,
+        link=link.kind,
         response_id=usage.response_id,
         attempts=attempt,
-        latency_ms=round(latency_ms, 2),
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cost_usd=cost,
     )
 
 
-async def extract_metrics(report: Report, attempt: int = 1, repair_hint: str | None = None) -> ExtractResult:
+_NO_USAGE = LLMUsage()
+
+
+async def extract_metrics(
+    report: Report, link: Link = CODE, attempt: int = 1, repair_hint: str | None = None
+) -> ExtractResult:
+    started = time.perf_counter()
+    text = report.message
+    if link.kind == "code":
+        return ExtractResult(
+            metrics=offline.extract_metrics(text), fact=_fact(Step.EXTRACT, link, _NO_USAGE, 1, started)
+        )
+    quotes = candidates(text)
+    if not quotes:
+        # Nothing in the report reads as a quantity: there is nothing to quote, so no call is made.
+        return ExtractResult(metrics=[], fact=_fact(Step.EXTRACT, CODE, _NO_USAGE, attempt, started))
     call = CallInfo(report.report_id, Step.EXTRACT, attempt, repair_hint)
-    metrics, fact = await _ask(
-        call,
-        lambda provider, c: provider.extract(report.message, c),
-        lambda answer: check_grounded(answer, report.message),
-    )
-    return ExtractResult(metrics=metrics, fact=fact)
+    provider = get_provider(link)
+    answer = await _answer(call, lambda: provider.extract(text, quotes, call))
+    items = [QuotedMetric(name=i.name, quote=i.quote, unit=i.unit) for i in answer.value.metrics]
+    resolved = resolve(text, items)
+    # Valid items are kept and the others dropped (and recorded): a repair asked for the whole answer
+    # again repeats itself, so an answer is invalid only when it has nothing usable at all.
+    if not resolved.metrics and resolved.rejected:
+        problems = "; ".join(f"{d.quote!r} ({d.name}): {d.reason}" for d in resolved.rejected[:MAX_LISTED])
+        raise _invalid(call, f"no item could be used: {problems}. Quote numbers exactly as the report writes them")
+    try:
+        check_grounded(resolved.metrics, text)
+    except ValidationFailed as exc:
+        raise _invalid(call, str(exc)) from None
+    fact = _fact(Step.EXTRACT, link, answer.usage, attempt, started)
+    return ExtractResult(metrics=resolved.metrics, fact=fact, dropped=resolved.rejected)
 
 
 async def sort_metrics(
-    report_id: str, metrics: list[Metric], attempt: int = 1, repair_hint: str | None = None
+    report_id: str, metrics: list[Metric], link: Link = CODE, attempt: int = 1, repair_hint: str | None = None
 ) -> SortResult:
+    started = time.perf_counter()
+    if link.kind == "code":
+        return SortResult(metrics=offline.sort_metrics(metrics), fact=_fact(Step.SORT, link, _NO_USAGE, 1, started))
     call = CallInfo(report_id, Step.SORT, attempt, repair_hint)
-    ordered, fact = await _ask(
-        call,
-        lambda provider, c: provider.sort(metrics, c),
-        lambda answer: check_sorted_permutation(metrics, answer),
-    )
-    return SortResult(metrics=ordered, fact=fact)
+    provider = get_provider(link)
+    answer = await _answer(call, lambda: provider.order(metrics, call))
+    try:
+        ordered = apply_order(metrics, answer.value.order)
+        check_sorted_permutation(metrics, ordered)
+    except ValidationFailed as exc:
+        raise _invalid(call, str(exc)) from None
+    return SortResult(metrics=ordered, fact=_fact(Step.SORT, link, answer.usage, attempt, started))
 
 
 async def format_table(
-    report_id: str, metrics: list[Metric], attempt: int = 1, repair_hint: str | None = None
+    report_id: str, metrics: list[Metric], link: Link = CODE, attempt: int = 1, repair_hint: str | None = None
 ) -> FormatResult:
+    started = time.perf_counter()
+    if link.kind == "code":
+        table = offline.markdown_table(metrics)
+        return FormatResult(table=table, fact=_fact(Step.FORMAT, link, _NO_USAGE, 1, started))
     call = CallInfo(report_id, Step.FORMAT, attempt, repair_hint)
-    table, fact = await _ask(
-        call,
-        lambda provider, c: provider.format_table(metrics, c),
-        lambda answer: check_table(metrics, answer),
-    )
-    return FormatResult(table=table, fact=fact)
+    provider = get_provider(link)
+    answer = await _answer(call, lambda: provider.rows(metrics, call))
+    try:
+        check_rows(metrics, answer.value)
+    except ValidationFailed as exc:
+        raise _invalid(call, str(exc)) from None
+    # The rows were checked against the metrics: render them in code, so the table is always well formed.
+    table = offline.markdown_table(metrics)
+    return FormatResult(table=table, fact=_fact(Step.FORMAT, link, answer.usage, attempt, started))
 
 
 def _encode(record: TableRecord | DeadLetter) -> bytes:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from worker.models import Metric
 from worker.numbers import (
@@ -32,6 +33,19 @@ from worker.numbers import (
 
 MAX_LISTED = 12  # how many report numbers a message lists, to keep repair prompts short
 _VALUE_REL_TOL = 0.005
+
+
+class RowLike(Protocol):
+    """A table row as a model wrote it (worker.prompts.RowItem)."""
+
+    @property
+    def metric(self) -> str: ...
+
+    @property
+    def value(self) -> float: ...
+
+    @property
+    def unit(self) -> str: ...
 
 
 class ValidationFailed(Exception):
@@ -100,6 +114,43 @@ def check_sorted_permutation(original: list[Metric], answer: list[Metric]) -> No
         if first.value < second.value:
             raise ValidationFailed(
                 f"not sorted by value, largest first: #{i} {_describe(first)} comes before #{i + 1} {_describe(second)}"
+            )
+
+
+def apply_order(metrics: list[Metric], letters: list[str]) -> list[Metric]:
+    """The metrics in the order of their letters (A = the first metric given); each letter exactly once."""
+    from worker.prompts import LETTERS  # the letters the prompt labelled the metrics with
+
+    known = {LETTERS[i]: i for i in range(len(metrics))}
+    picked = [letter.strip() for letter in letters]
+    unknown = [letter for letter in picked if letter not in known]
+    if unknown:
+        raise ValidationFailed(f"unknown letters {unknown}: use only {', '.join(known)}")
+    repeated = sorted({letter for letter in picked if picked.count(letter) > 1})
+    missing = [letter for letter in known if letter not in picked]
+    if repeated or missing:
+        problems = ([f"repeated {', '.join(repeated)}"] if repeated else []) + (
+            [f"missing {', '.join(missing)}"] if missing else []
+        )
+        raise ValidationFailed(f"the order must hold each of the {len(metrics)} letters once: {'; '.join(problems)}")
+    return [metrics[known[letter]] for letter in picked]
+
+
+def check_rows(metrics: list[Metric], rows: Sequence[RowLike]) -> None:
+    """One row per metric, in order, each with the metric's name, value and unit (names and units as a reader
+    compares them: case, spacing and emphasis aside)."""
+    if len(rows) != len(metrics):
+        raise ValidationFailed(f"the table must have one row per metric: {len(metrics)} metrics, {len(rows)} rows")
+    for i, (metric, row) in enumerate(zip(metrics, rows, strict=True), start=1):
+        if _plain(row.metric) != _plain(metric.name):
+            raise ValidationFailed(f"row {i} must name metric {metric.name!r} exactly; got {row.metric!r}")
+        if not math.isclose(row.value, metric.value, rel_tol=1e-9, abs_tol=1e-9):
+            raise ValidationFailed(
+                f"row {i} must show the value of {_describe(metric)}; got {format_number(row.value)}"
+            )
+        if _plain(row.unit) != _plain(metric.unit):
+            raise ValidationFailed(
+                f"row {i} must show the unit of {_describe(metric)} ({metric.unit!r}); got {row.unit!r}"
             )
 
 

@@ -6,7 +6,9 @@ not retry: Restate owns retries (docs/design.md, "Guarantees" 5). It raises
   optionally with `retry_after` when the server advised a delay (429);
 - `PermanentProviderError` for failures that no retry can fix (400/401/403/404/422).
 Invalid model output is not the provider's concern: steps validate answers
-(worker/validation.py) and ask again with a repair hint.
+(worker/validation.py, worker/quotes.py) and ask again with a repair hint.
+Code that does a step without a model (the `code` link of a step's chain) is not a
+provider: worker/providers/offline.py holds those functions.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import timedelta
 from typing import Generic, Protocol, TypeVar
 
 from worker.models import LLMUsage, Metric, Step
+from worker.prompts import OrderAnswer, QuotesAnswer, RowItem
 
 T = TypeVar("T")
 
@@ -56,18 +59,24 @@ class InvalidAnswerError(ProviderError):
 
 
 class Provider(Protocol):
-    """One implementation per backend: offline (deterministic code) or an OpenAI-compatible API."""
+    """An LLM behind the step contracts of worker/prompts.py (one implementation: OpenAI-compatible APIs)."""
 
     @property
     def name(self) -> str: ...
 
-    def model_for(self, step: Step) -> str | None: ...
+    def model_for(self, step: Step) -> str: ...
 
-    async def extract(self, text: str, call: CallInfo) -> Answer[list[Metric]]: ...
+    async def extract(self, text: str, quotes: list[str], call: CallInfo) -> Answer[QuotesAnswer]:
+        """Metrics as quoted items; `quotes` are the quantities in the text, to choose from."""
+        ...
 
-    async def sort(self, metrics: list[Metric], call: CallInfo) -> Answer[list[Metric]]: ...
+    async def order(self, metrics: list[Metric], call: CallInfo) -> Answer[OrderAnswer]:
+        """The metrics' letters, largest value first."""
+        ...
 
-    async def format_table(self, metrics: list[Metric], call: CallInfo) -> Answer[str]: ...
+    async def rows(self, metrics: list[Metric], call: CallInfo) -> Answer[list[RowItem]]:
+        """One table row per metric, in order."""
+        ...
 
     async def aclose(self) -> None:
         """Release connections (called once, at shutdown, on the loop that made the calls)."""

@@ -1,4 +1,8 @@
-"""A deterministic provider that needs no network: plain code where an LLM would use judgement.
+"""The steps in plain code, where an LLM would use judgement: deterministic, free, no network.
+
+`LLM_PROVIDER=offline` (the default without a key) runs every step with these functions, and they are
+the `code` link that ends a step's fallback chain (worker/chain.py): exact for sort and format, a
+heuristic for extract (so a fallback there only with EXTRACT_FALLBACK=code).
 
 `extract` reads the quantities worker/numbers.py finds, drops the ones that qualify rather than
 measure ("top 10", "per 1,000", "last 30 days", "Ward 4", "7-day average", "declaration 2291:"), and
@@ -9,13 +13,10 @@ from __future__ import annotations
 
 import re
 
-from worker.models import LLMUsage, Metric, Step
+from worker.models import Metric
 from worker.naming import name_quantities
 from worker.numbers import Quantity, find_quantities, format_number
-from worker.providers.base import Answer, CallInfo
-
-_USAGE = LLMUsage(model=None)
-
+from worker.quotes import QuotedMetric
 
 _WORD_RE = re.compile(r"[^\W_][\w'’&/-]*")
 
@@ -39,9 +40,18 @@ _LABELS = _words("""
 
 def extract_metrics(text: str) -> list[Metric]:
     """The metrics a report states, in order of appearance."""
+    return [Metric(name=name, value=q.value, unit=q.unit) for name, q in _named_quantities(text)]
+
+
+def extract_quotes(text: str) -> list[QuotedMetric]:
+    """The same metrics as quoted items (name, the quantity as written, unit): a correct answer to the
+    extract contract of worker/prompts.py (the test LLM server answers with it)."""
+    return [QuotedMetric(name=name, quote=q.raw, unit=q.unit) for name, q in _named_quantities(text)]
+
+
+def _named_quantities(text: str) -> list[tuple[str, Quantity]]:
     quantities = [q for q in find_quantities(text) if _is_metric(text, q)]
-    names = name_quantities(text, quantities)
-    return [Metric(name=name, value=q.value, unit=q.unit) for name, q in zip(names, quantities, strict=True)]
+    return list(zip(name_quantities(text, quantities), quantities, strict=True))
 
 
 _OUT_OF_RE = re.compile(r"\bout of\s*$", re.IGNORECASE)
@@ -76,26 +86,3 @@ def markdown_table(metrics: list[Metric]) -> str:
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
-
-
-class OfflineProvider:
-    """The `Provider` protocol in plain code: deterministic, free, no network."""
-
-    @property
-    def name(self) -> str:
-        return "offline"
-
-    def model_for(self, step: Step) -> str | None:
-        return None
-
-    async def extract(self, text: str, call: CallInfo) -> Answer[list[Metric]]:
-        return Answer(extract_metrics(text), _USAGE)
-
-    async def sort(self, metrics: list[Metric], call: CallInfo) -> Answer[list[Metric]]:
-        return Answer(sort_metrics(metrics), _USAGE)
-
-    async def format_table(self, metrics: list[Metric], call: CallInfo) -> Answer[str]:
-        return Answer(markdown_table(metrics), _USAGE)
-
-    async def aclose(self) -> None:
-        """Nothing to release: no connections."""

@@ -1,0 +1,141 @@
+"""The fallback chain of each LLM step: the provider's model, then an optional fallback model, then code.
+
+    primary model (STEP_MAX_ATTEMPTS attempts, repairs included)
+      -> fallback model (LLM_FALLBACK_MODEL, its own base URL and key if given; as many attempts)
+      -> code (exact for sort and format: on by default; a heuristic for extract: EXTRACT_FALLBACK=code)
+
+`EXTRACT_WITH` / `SORT_WITH` / `FORMAT_WITH` = `code` skip the models for a step; the offline provider
+is code for every step. Every attempt of every link is its own journaled `ctx.run`, failures
+included, so a crash resumes at the same link and attempt and no successful call is repeated. The
+step's ledger entry names the link that produced the result and, in `passed_over`, every link
+before it with its attempts and last error.
+
+`ChainConfig` is the chain's whole configuration, read once from settings: a small pydantic model,
+so the handler can journal it once per invocation and replay with the same control flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any, Protocol, TypeVar
+
+import restate
+from restate.exceptions import TerminalError
+
+from worker.models import LinkKind, Model, PassedOver, Step, StepFact
+from worker.settings import Settings, get_settings
+
+
+class Link(Model):
+    """One link of a step's chain: who is asked."""
+
+    kind: LinkKind
+    provider: str
+    """openai, local, or offline (code)."""
+    model: str | None = None
+
+
+CODE = Link(kind="code", provider="offline")
+
+
+class ChainConfig(Model):
+    """Which links each step tries, in order, and how often each LLM link may try."""
+
+    extract: list[Link]
+    sort: list[Link]
+    format: list[Link]
+    max_attempts: int
+    retry_initial_interval: float
+    retry_max_interval: float
+
+    def links(self, step: Step) -> list[Link]:
+        return {Step.EXTRACT: self.extract, Step.SORT: self.sort, Step.FORMAT: self.format}[step]
+
+    @classmethod
+    def of(cls, s: Settings) -> ChainConfig:
+        def links(step: Step, use: str, fallback: str) -> list[Link]:
+            if s.provider == "offline" or use == "code":
+                return [CODE]
+            from worker.providers.openai_compat import Endpoint  # the openai SDK: only with a model
+
+            primary = Endpoint.of(s)
+            chain = [Link(kind="primary", provider=primary.provider, model=primary.step_models[step])]
+            if s.llm_fallback_model:
+                # Its own endpoint when given, else the provider's (another model of the same server or API).
+                second = Endpoint.fallback(s)
+                chain.append(Link(kind="fallback", provider=second.provider, model=second.model))
+            if fallback == "code":
+                chain.append(CODE)
+            return chain
+
+        return cls(
+            extract=links(Step.EXTRACT, s.extract_with, s.extract_fallback),
+            sort=links(Step.SORT, s.sort_with, s.sort_fallback),
+            format=links(Step.FORMAT, s.format_with, s.format_fallback),
+            max_attempts=s.step_max_attempts,
+            retry_initial_interval=s.step_retry_initial_interval,
+            retry_max_interval=s.step_retry_max_interval,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_chain_config() -> ChainConfig:
+    return ChainConfig.of(get_settings())
+
+
+class StepResult(Protocol):
+    @property
+    def fact(self) -> StepFact: ...
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
+
+
+R = TypeVar("R", bound=StepResult)
+
+
+async def run_step(
+    ctx: restate.Context,
+    step: Step,
+    config: ChainConfig,
+    action: Callable[..., Coroutine[Any, Any, R]],
+    options: restate.RunOptions[R],
+    **kwargs: Any,
+) -> R:
+    """Run a step down its chain until a link produces a result. Raises TerminalError when every link failed."""
+    # Imported here: worker.steps imports the providers, which this module's users may not need.
+    from worker.steps import AttemptFailure
+
+    passed: list[PassedOver] = []
+    for link in config.links(step):
+        budget = 1 if link.kind == "code" else config.max_attempts
+        repair_hint: str | None = None
+        for attempt in range(1, budget + 1):
+            try:
+                result = await ctx.run_typed(
+                    step.value, action, options, link=link, attempt=attempt, repair_hint=repair_hint, **kwargs
+                )
+            except TerminalError as exc:
+                failure = AttemptFailure.of(exc)
+                if not failure.retryable or attempt == budget:
+                    error = f"{exc.message} (attempt {attempt} of {budget})"
+                    passed.append(
+                        PassedOver(
+                            link=link.kind, provider=link.provider, model=link.model, attempts=attempt, error=error
+                        )
+                    )
+                    break
+                repair_hint = failure.repair_hint
+                backoff = min(config.retry_initial_interval * 2 ** (attempt - 1), config.retry_max_interval)
+                delay = failure.retry_after_s if failure.retry_after_s is not None else backoff
+                await ctx.sleep(timedelta(seconds=delay), name=f"{step.value}: retry")
+            else:
+                if not passed:
+                    return result
+                fact = result.fact.model_copy(update={"passed_over": passed})
+                updated: R = result.model_copy(update={"fact": fact})
+                return updated
+    if len(passed) == 1:
+        raise TerminalError(passed[0].error)
+    raise TerminalError(" | ".join(f"{p.link} ({p.provider}/{p.model}): {p.error}" for p in passed))
