@@ -12,7 +12,7 @@ export LLM_PROVIDER := $(LLM)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps up down status ps run test lint typecheck bench bench-status chaos clean
+.PHONY: help deps up down status ps run test lint typecheck bench bench-llm bench-status chaos clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,8 +65,12 @@ typecheck: deps
 test: lint typecheck  ## lint, type-check, then the whole suite against real Kafka + Restate
 	$(VENV)/bin/pytest
 
-bench: deps  ## benchmarks (not part of `make test`)
+bench: deps  ## benchmarks (not part of `make test`): throughput, then the local model's quality (~1 h)
 	$(PY) -m bench
+	$(PY) -m bench.llm_quality
+
+bench-llm: deps  ## the real local model over the labelled corpus only (quality, fallbacks, seconds per report)
+	$(PY) -m bench.llm_quality
 
 bench-status: deps  ## `status` against 10,000 invocations (a load measurement, not part of `make test`)
 	$(VENV)/bin/pytest -m bench -s tests/test_status.py

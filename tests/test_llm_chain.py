@@ -18,6 +18,7 @@ import pytest
 from testllm import Answer, Hang, LLMServer, Malformed, Status
 from tests.conftest import TEST_API_KEY
 from tests.harness import OutputRecord, TestStack, unique
+from tests.test_status import run_status, status_json
 
 REPORT = "Quarterly revenue was $12.5M, up 22% from last year, with 340 employees."
 STEPS = ("extract", "sort", "format")
@@ -165,9 +166,16 @@ def test_a_sort_the_model_keeps_failing_falls_back_to_code(openai_stack: TestSta
     )  # fmt: skip
     assert "503" in passed["error"]
     assert fmt["link"] == "primary" and fmt["passed_over"] == []
-    # Every attempt of every link is journaled under the step's name.
-    runs = [e["name"] for e in openai_stack.journal(value["invocation_id"]) if e["entry_type"] == "Command: Run"]
+    # Every attempt of every link is journaled under the step's name, and the move to code is marked.
+    journal = openai_stack.journal(value["invocation_id"])
+    runs = [e["name"] for e in journal if e["entry_type"] == "Command: Run"]
     assert runs == ["Extract metrics"] + ["Sort metrics"] * 4 + ["Format as table", "Publish table"]
+    sleeps = [e["name"] for e in journal if e["entry_type"] == "Command: Sleep"]
+    assert sleeps == ["Sort metrics: retry", "Sort metrics: retry", "Sort metrics: fallback to code"]
+    # report-status counts the fallbacks per step from those markers.
+    status = status_json(openai_stack)
+    assert status["fallbacks"]["Sort metrics"]["code"] >= 1, status["fallbacks"]
+    assert "Sort metrics" in run_status(openai_stack, "--since", "7d").stdout.split("Fallbacks, last")[1]
 
 
 def test_401_dead_letters_after_exactly_one_call(openai_stack: TestStack, llm_server: LLMServer) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 import restate
 from restate.exceptions import TerminalError
 
-from worker.models import LinkKind, Model, PassedOver, Step, StepFact
+from worker.models import FALLBACK_MARKER, LinkKind, Model, PassedOver, Step, StepFact
 from worker.settings import Settings, get_settings
 
 
@@ -109,6 +109,8 @@ async def run_step(
 
     passed: list[PassedOver] = []
     for link in config.links(step):
+        if passed:
+            await ctx.sleep(timedelta(0), name=f"{step.value}{FALLBACK_MARKER}{link.kind}")
         budget = 1 if link.kind == "code" else config.max_attempts
         repair_hint: str | None = None
         for attempt in range(1, budget + 1):

@@ -96,6 +96,9 @@ class LLMUsage(Model):
 
 
 LinkKind = Literal["primary", "fallback", "code"]
+FALLBACK_MARKER = ": fallback to "
+"""Journaled when a step moves on to its next link, as "<step>: fallback to <kind>": a zero-length durable
+sleep, so it shows in order in the Restate UI, and `report-status` counts fallbacks per step from it."""
 
 
 class PassedOver(Model):

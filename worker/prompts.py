@@ -169,6 +169,12 @@ def parse_metrics_block(prompt: str) -> list[dict[str, Any]]:
     return list(json.loads(block)["metrics"])
 
 
+# The worked examples as (user message, assistant answer), sent before the real request.
+EXTRACT_SHOT = (delimit(REPORT_TAG, EXTRACT_EXAMPLE), EXTRACT_EXAMPLE_ANSWER)
+SORT_SHOT = (metrics_block(SORT_EXAMPLE), SORT_EXAMPLE_ANSWER)
+FORMAT_SHOT = (metrics_block(FORMAT_EXAMPLE), FORMAT_EXAMPLE_ANSWER)
+
+
 # --- Schemas -------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ops.status.journal import count_invocations, event_failure, invocation_of, journal_position, percentiles_of
+from ops.status.journal import (
+    count_invocations,
+    event_failure,
+    fallback_counts,
+    invocation_of,
+    journal_position,
+    percentiles_of,
+)
 from ops.status.kafka import kafka_status
 from ops.status.models import Invocation, KafkaStatus, Percentiles, Status
 from ops.status.restate import (
@@ -18,6 +25,7 @@ from ops.status.restate import (
     counts_sql,
     end_to_end_sql,
     events_sql,
+    fallbacks_sql,
     journals_sql,
     oldest_sql,
     paused_sql,
@@ -91,6 +99,7 @@ def collect(options: Options) -> Status:
             kafka_future = pool.submit(kafka)
             counts, oldest, paused = sql(counts_sql(window_s)), sql(oldest_sql()), sql(paused_sql(options.limit))
             steps, end_to_end = sql(step_latency_sql(window_s)), sql(end_to_end_sql(window_s))
+            fallbacks = sql(fallbacks_sql(window_s))
             detail_ids = [str(r["id"]) for r in oldest.result() + paused.result()]
             events = sql(events_sql(detail_ids)) if detail_ids else None
             journals = restate.query(journals_sql(detail_ids)) if detail_ids else []
@@ -105,6 +114,7 @@ def collect(options: Options) -> Status:
                 oldest_in_flight=details.of(oldest.result())[0] if oldest.result() else None,
                 paused=details.of(paused.result()),
                 step_latency_ms={s.value: by_step.get(s.value, Percentiles()) for s in Step},
+                fallbacks=fallback_counts(fallbacks.result()),
                 end_to_end_ms=percentiles_of(e2e_rows[0] if e2e_rows else None),
                 kafka=kafka_future.result(),
             )

@@ -11,6 +11,7 @@ from typing import Any
 
 from ops.status.models import EventFailure, Invocation, InvocationCounts, JournalPosition, Percentiles
 from worker.intake import read_report
+from worker.models import FALLBACK_MARKER
 
 # Statuses sys_invocation reports for an invocation that has not completed (restate-server 1.7).
 IN_FLIGHT = ("pending", "scheduled", "ready", "running", "backing-off", "suspended", "paused")
@@ -30,6 +31,16 @@ def count_invocations(rows: Sequence[Mapping[str, Any]]) -> InvocationCounts:
             continue
         counts[key] = counts.get(key, 0) + n
     return InvocationCounts(**counts, other=other)
+
+
+def fallback_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """{step: {link: count}} from the chain's "<step>: fallback to <link>" markers (worker/chain.py)."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        step, _, link = str(row.get("name")).partition(FALLBACK_MARKER)
+        if link:
+            counts.setdefault(step, {})[link] = counts.get(step, {}).get(link, 0) + int(row.get("n") or 0)
+    return counts
 
 
 def percentiles_of(row: Mapping[str, Any] | None) -> Percentiles:

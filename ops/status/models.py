@@ -112,6 +112,8 @@ class Status(_Model):
     paused: list[Invocation]
     """The paused invocations, oldest pause first, at most --limit of them (the count is in invocations)."""
     step_latency_ms: dict[str, Percentiles]
+    fallbacks: dict[str, dict[str, int]] = {}
+    """Per step, how often it moved on to its next link inside the window, by link (fallback model, code)."""
     end_to_end_ms: Percentiles
     """Created -> completed, for invocations completed inside the window."""
     kafka: KafkaStatus

@@ -67,6 +67,11 @@ def render(status: Status) -> str:
     rows = [[name, f"{p.count:,}", _ms(p.p50), _ms(p.p95), _ms(p.p99)] for name, p in status.step_latency_ms.items()]
     rows.append(["end to end (created -> completed)", f"{e2e.count:,}", _ms(e2e.p50), _ms(e2e.p95), _ms(e2e.p99)])
     lines += _table(["STEP", "COUNT", "P50", "P95", "P99"], rows)
+    fallbacks = [
+        f"{step} {sum(links.values()):,} ({', '.join(f'to {link} {n:,}' for link, n in sorted(links.items()))})"
+        for step, links in status.fallbacks.items()
+    ]
+    lines += ["", f"Fallbacks, last {window}: " + ("; ".join(fallbacks) if fallbacks else "none")]
     group = kafka.consumer_group
     lines += [
         "",

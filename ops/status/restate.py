@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from ops.status.models import TARGET, StatusError
-from worker.models import Step
+from worker.models import FALLBACK_MARKER, Step
 
 TIMEOUT_S = 5.0
 _INVOCATION_ID = re.compile(r"^inv_[0-9A-Za-z]+$")
@@ -115,6 +115,15 @@ def step_latency_sql(window_s: int) -> str:
         "WHERE c.entry_type = 'Command: Run' AND n.entry_type = 'Notification: Run' "
         f"AND c.appended_at >= {_window(window_s)} AND c.name IN ({names})) "
         "GROUP BY step"
+    )
+
+
+def fallbacks_sql(window_s: int) -> str:
+    # The chain journals a named zero-length sleep when a step moves on to its next link (worker/chain.py).
+    return (
+        "SELECT name, count(*) AS n FROM sys_journal WHERE entry_type = 'Command: Sleep' "
+        f"AND name LIKE {_sql_str('%' + FALLBACK_MARKER + '%')} AND appended_at >= {_window(window_s)} "
+        "GROUP BY name"
     )
 
 

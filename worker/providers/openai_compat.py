@@ -29,18 +29,15 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from worker.models import LLMUsage, Metric, Step
 from worker.prompts import (
-    EXTRACT_EXAMPLE,
-    EXTRACT_EXAMPLE_ANSWER,
     EXTRACT_PROMPT,
-    FORMAT_EXAMPLE,
-    FORMAT_EXAMPLE_ANSWER,
+    EXTRACT_SHOT,
     FORMAT_PROMPT,
+    FORMAT_SHOT,
     REPAIR_PROMPT,
     REPAIR_TAG,
     REPORT_TAG,
-    SORT_EXAMPLE,
-    SORT_EXAMPLE_ANSWER,
     SORT_PROMPT,
+    SORT_SHOT,
     OrderAnswer,
     QuotesAnswer,
     RowItem,
@@ -79,11 +76,6 @@ def build_messages(
     if repair_hint:
         messages.append({"role": "user", "content": REPAIR_PROMPT + delimit(REPAIR_TAG, repair_hint)})
     return messages
-
-
-_EXTRACT_EXAMPLE = (delimit(REPORT_TAG, EXTRACT_EXAMPLE), EXTRACT_EXAMPLE_ANSWER)
-_SORT_EXAMPLE = (metrics_block(SORT_EXAMPLE), SORT_EXAMPLE_ANSWER)
-_FORMAT_EXAMPLE = (metrics_block(FORMAT_EXAMPLE), FORMAT_EXAMPLE_ANSWER)
 
 
 def _json_schema_format(name: str, schema: dict[str, Any]) -> completion_create_params.ResponseFormat:
@@ -291,15 +283,15 @@ class OpenAIProvider:
         return self._step_models.get(step, self._model)
 
     async def extract(self, text: str, quotes: list[str], call: CallInfo) -> Answer[QuotesAnswer]:
-        messages = build_messages(EXTRACT_PROMPT, _EXTRACT_EXAMPLE, delimit(REPORT_TAG, text), call.repair_hint)
+        messages = build_messages(EXTRACT_PROMPT, EXTRACT_SHOT, delimit(REPORT_TAG, text), call.repair_hint)
         return await self._ask(call, messages, "quoted_metrics", extract_schema(quotes), QuotesAnswer)
 
     async def order(self, metrics: list[Metric], call: CallInfo) -> Answer[OrderAnswer]:
-        messages = build_messages(SORT_PROMPT, _SORT_EXAMPLE, metrics_block(metrics), call.repair_hint)
+        messages = build_messages(SORT_PROMPT, SORT_SHOT, metrics_block(metrics), call.repair_hint)
         return await self._ask(call, messages, "metric_order", sort_schema(len(metrics)), OrderAnswer)
 
     async def rows(self, metrics: list[Metric], call: CallInfo) -> Answer[list[RowItem]]:
-        messages = build_messages(FORMAT_PROMPT, _FORMAT_EXAMPLE, metrics_block(metrics), call.repair_hint)
+        messages = build_messages(FORMAT_PROMPT, FORMAT_SHOT, metrics_block(metrics), call.repair_hint)
         answer = await self._ask(call, messages, "table_rows", format_schema(len(metrics)), RowsAnswer)
         return Answer(answer.value.rows, answer.usage)
 
