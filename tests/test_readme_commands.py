@@ -184,7 +184,7 @@ class _Runner:
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(6)
+        time.sleep(4)  # connected, positioned, a first screen shown
         process.send_signal(signal.SIGINT)  # Ctrl-C
         out, err = process.communicate(timeout=30)
         if process.returncode not in (0, 130) or "Traceback" in err:
