@@ -13,17 +13,18 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, read from pyproject.toml alone, so editing the code does not
-# re-download openai, confluent-kafka and pydantic on every build.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# Dependencies first, exactly as pinned and hash-checked in requirements.lock (`make lock`
+# writes it from pyproject.toml), so editing the code does not re-download openai,
+# confluent-kafka and pydantic on every build, and every build gets the same versions.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
-# Then the project itself (worker, producer, ops, devstack; see packages.find in pyproject.toml).
-# Not editable: the runtime image carries installed packages, not this source tree.
+# Then the project itself (worker, producer, ops, devstack; see packages.find in pyproject.toml),
+# without resolving anything again. Not editable: the runtime image carries installed packages,
+# not this source tree.
 COPY . .
-RUN pip install . \
+RUN pip install --no-deps . \
+    && pip check \
     && python -c "import worker, producer, ops, devstack"
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,10 +1,15 @@
-# The two commands that matter: `make run` (the demo) and `make test` (the suite).
-# Everything runs as local processes: no Docker needed.
+# The commands that matter: `make run` (the demo), `make test` (the suite) and `make unit`
+# (the tests that need no services). Everything runs as local processes: no Docker needed.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA_LIBS := .cache/kafka-libs
+# Python dependencies install from lock files (pinned, hash-checked); `make lock` writes them.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+PIP_TOOLS := .cache/pip-tools
+LOCK_FLAGS := --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links
 LOCAL_MODEL_FILE := .cache/models/qwen2.5-coder-0.5b-instruct.gguf.sha256
 # `make run LLM=local` (or openai, offline) picks the worker's provider.
 ifdef LLM
@@ -12,16 +17,28 @@ export LLM_PROVIDER := $(LLM)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps up down status ps run test lint typecheck bench bench-llm bench-status chaos clean
+.PHONY: help deps up down status ps run test unit lint typecheck lock bench bench-llm bench-status chaos clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(DEV_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,local]'
+	$(PY) -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
+
+$(PIP_TOOLS)/bin/pip-compile:
+	$(PYTHON) -m venv $(PIP_TOOLS)
+	$(PIP_TOOLS)/bin/pip install --quiet --upgrade pip 'pip-tools==7.7.0'
+
+# Keeps the versions already pinned; `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed.
+lock: $(PIP_TOOLS)/bin/pip-compile  ## pin the Python dependencies after editing pyproject.toml (requirements*.lock)
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_TOOLS)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) \
+		--output-file $(LOCK) pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_TOOLS)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) \
+		--extra dev --extra local --constraint $(LOCK) --output-file $(DEV_LOCK) pyproject.toml
 
 $(KAFKA_LIBS)/.fetched: devstack/pom.xml
 	rm -rf $(KAFKA_LIBS)
@@ -55,15 +72,18 @@ ps: deps  ## which local stack processes run
 run: deps  ## the demo: start the stack, send sample reports, print their tables (LLM=local: with a real local model)
 	$(PY) -m devstack demo
 
-lint: deps
+lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: deps
+typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-test: lint typecheck  ## lint, type-check, then the whole suite against real Kafka + Restate
+test: deps lint typecheck  ## lint, type-check, then the whole suite against real Kafka + Restate
 	$(VENV)/bin/pytest
+
+unit: $(VENV)/.installed  ## the tests that need no services: only the Python venv (no JDK, Maven, npm or model)
+	$(VENV)/bin/pytest -m "not stack and not model and not bench"
 
 bench: deps  ## benchmarks (not part of `make test`): throughput, then the local model's quality (~1 h)
 	$(PY) -m bench

@@ -15,6 +15,13 @@ from tests.harness import TestStack
 from worker.settings import get_settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the stack, directly or through another fixture: `make unit` leaves them out."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
+
+
 @pytest.fixture
 def reread_settings() -> Iterator[None]:
     """Settings are read once per process: a test that changes the environment reads them again, then restores them."""

@@ -64,6 +64,7 @@ def test_model_spec_from_the_environment(tmp_path: Path) -> None:
         ModelSpec.from_env({"LOCAL_MODEL": "Qwen/model.gguf"})
 
 
+@pytest.mark.model
 def test_the_pinned_model_that_make_deps_fetched_has_the_pinned_hash() -> None:
     path = ensure_pinned_model(log=lambda _: None)  # fetched by `make deps`: no download here
     assert path == pinned_model_path()
