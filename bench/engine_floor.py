@@ -46,7 +46,7 @@ async def _noop(step: str) -> str:
 
 async def _publish(key: str, value: bytes) -> Delivery:
     assert _publisher is not None
-    return await _publisher.publish(_output_topic, key, value)
+    return await _publisher.publish(_output_topic, key.encode(), value)
 
 
 @floor.handler(HANDLER, accept="*/*", input_serde=BytesSerde())

@@ -34,14 +34,16 @@ from pydantic import ValidationError
 from ops import arguments
 from ops.kafka import consumer_config, topic_partitions
 from producer.kafka import producer_config
-from worker.intake import MAX_ORIGINAL_BYTES, Rejection, read_report
+from worker.intake import read_report
 from worker.kafka_logs import librdkafka_logger
-from worker.models import DeadLetter, DeadLetterReason
+from worker.models import DeadLetter, DeadLetterReason, Rejection
 from worker.settings import describe_kafka, settings_or_exit
 
 log = logging.getLogger("ops.replay")
 librdkafka_log = librdkafka_logger("ops.replay.librdkafka")
 
+# Dead letters written before they carried `original_bytes` kept at most this much of the original.
+LEGACY_MAX_ORIGINAL = 256 * 1024
 REPLAY_HEADER = "replay-of"
 """Header naming the dead letter a replayed record came from (for people reading the topic)."""
 
@@ -98,13 +100,13 @@ def original_bytes(letter: DeadLetter) -> bytes | Skip:
             raw = base64.b64decode(value, validate=True)
         except binascii.Error:
             return Skip("the stored original is not valid base64")
-        truncated = len(raw) >= MAX_ORIGINAL_BYTES
     else:
         raw = value.encode("utf-8")
-        truncated = len(value) >= MAX_ORIGINAL_BYTES
-    # The worker keeps at most MAX_ORIGINAL_BYTES of the original: a cut-off report is a different report.
-    if truncated:
-        return Skip(f"the dead letter holds only the first {MAX_ORIGINAL_BYTES} bytes/characters of the original")
+    # A dead letter too large for its topic keeps only a prefix: a cut-off report is a different report.
+    if letter.original_bytes is not None and len(raw) != letter.original_bytes:
+        return Skip(f"the dead letter holds only the first {len(raw)} of the original's {letter.original_bytes} bytes")
+    if letter.original_bytes is None and len(raw if encoding == "base64" else value) >= LEGACY_MAX_ORIGINAL:
+        return Skip(f"the dead letter holds only the first {LEGACY_MAX_ORIGINAL} bytes/characters of the original")
     return raw
 
 

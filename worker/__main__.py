@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from worker import faults
+from worker import faults, provenance
 from worker.app import create_app
 from worker.logs import configure
 from worker.providers import close_provider
@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
 
     async def run() -> None:
-        await serve(create_app(), config)
-        close_publisher()
+        await serve(create_app(), config, settings.worker_drain_timeout)
+        close_publisher()  # purges what abandoned handlers queued (worker/drain.py)
+        provenance.close()
         await close_provider()
 
     asyncio.run(run())

@@ -8,6 +8,7 @@ from typing import Any
 
 import restate
 
+from worker.drain import DRAIN
 from worker.providers import close_provider, prepare_providers
 from worker.publisher import close_publisher
 from worker.service import report_chain
@@ -54,6 +55,15 @@ def create_app() -> ASGIApp:
                     await close_provider()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if DRAIN.draining and scope["type"] == "http" and "/invoke/" in scope["path"]:
+            # Stopping: no new invocation (or resumed one) starts here; Restate retries it.
+            await _unavailable(send)
+            return
         await restate_app(scope, receive, send)
 
     return app
+
+
+async def _unavailable(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"the worker is stopping\n", "more_body": False})

@@ -11,7 +11,11 @@ step's ledger entry names the link that produced the result and, in `passed_over
 before it with its attempts and last error.
 
 `ChainConfig` is the chain's whole configuration, read once from settings: a small pydantic model,
-so the handler can journal it once per invocation and replay with the same control flow.
+journaled once per invocation in the policy of `Input message` (worker/admission.py), so a replay
+takes the same control flow whatever the worker's settings are by then.
+
+Attempts and sleeps go through worker/journaled.py: none starts while the worker stops, a cancel
+raises `Cancelled`, and an unexpected exception inside an attempt is a failed attempt.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 import restate
 from restate.exceptions import TerminalError
 
+from worker import journaled
 from worker.models import FALLBACK_MARKER, LinkKind, Model, PassedOver, Step, StepFact
 from worker.settings import Settings, get_settings
 
@@ -103,20 +108,24 @@ async def run_step(
     options: restate.RunOptions[R],
     **kwargs: Any,
 ) -> R:
-    """Run a step down its chain until a link produces a result. Raises TerminalError when every link failed."""
+    """Run a step down its chain until a link produces a result.
+
+    Raises TerminalError when every link failed, journaled.Cancelled when the invocation is cancelled.
+    """
     # Imported here: worker.steps imports the providers, which this module's users may not need.
     from worker.steps import AttemptFailure
 
+    attempt_once = journaled.counted(step, action, options)
     passed: list[PassedOver] = []
     for link in config.links(step):
         if passed:
-            await ctx.sleep(timedelta(0), name=f"{step.value}{FALLBACK_MARKER}{link.kind}")
+            await journaled.sleep(ctx, timedelta(0), name=f"{step.value}{FALLBACK_MARKER}{link.kind}")
         budget = 1 if link.kind == "code" else config.max_attempts
         repair_hint: str | None = None
         for attempt in range(1, budget + 1):
             try:
-                result = await ctx.run_typed(
-                    step.value, action, options, link=link, attempt=attempt, repair_hint=repair_hint, **kwargs
+                result = await journaled.run(
+                    ctx, step, attempt_once, options, link=link, attempt=attempt, repair_hint=repair_hint, **kwargs
                 )
             except TerminalError as exc:
                 failure = AttemptFailure.of(exc)
@@ -131,7 +140,7 @@ async def run_step(
                 repair_hint = failure.repair_hint
                 backoff = min(config.retry_initial_interval * 2 ** (attempt - 1), config.retry_max_interval)
                 delay = failure.retry_after_s if failure.retry_after_s is not None else backoff
-                await ctx.sleep(timedelta(seconds=delay), name=f"{step.value}: retry")
+                await journaled.sleep(ctx, timedelta(seconds=delay), name=f"{step.value}: retry")
             else:
                 if not passed:
                     return result

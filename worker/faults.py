@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from worker.models import Delivery, TableRecord
+from worker.models import Published, TableRecord
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ CRASH_EXIT_CODE = 137  # what a shell reports for a process killed by SIGKILL
 class PublishTable(Protocol):
     """The `Publish table` step: a coroutine function of the record (ctx.run_typed passes it by keyword)."""
 
-    def __call__(self, record: TableRecord) -> Coroutine[Any, Any, Delivery]: ...
+    def __call__(self, record: TableRecord) -> Coroutine[Any, Any, Published]: ...
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,11 @@ def with_faults(publish_table: PublishTable, settings: Settings) -> PublishTable
     if fault is None:
         return publish_table
 
-    async def publish_then_crash(record: TableRecord) -> Delivery:
-        delivery = await publish_table(record)
-        fault.after_publish(record.report_id)
-        return delivery
+    async def publish_then_crash(record: TableRecord) -> Published:
+        published = await publish_table(record)
+        if published.delivery is not None:  # the broker has it: the window is open
+            fault.after_publish(record.report_id)
+        return published
 
     return publish_then_crash
 

@@ -22,6 +22,7 @@ class Model(BaseModel):
 class Step(StrEnum):
     """The journaled steps, named as they appear in the Restate UI."""
 
+    INPUT = "Input message"
     EXTRACT = "Extract metrics"
     SORT = "Sort metrics"
     FORMAT = "Format as table"
@@ -30,7 +31,7 @@ class Step(StrEnum):
 
     @property
     def short(self) -> str:
-        """A short, env-var friendly name: extract, sort, format, publish, dead_letter."""
+        """A short, env-var friendly name: input, extract, sort, format, publish, dead_letter."""
         return self.name.lower()
 
 
@@ -49,7 +50,17 @@ class DeadLetterReason(StrEnum):
     NO_METRICS = "no_metrics"
     """Extraction found nothing to put in a table."""
     STEP_FAILED = "step_failed"
-    """An LLM step used up its attempts, or failed in a way no retry can fix."""
+    """An LLM step used up its attempts, or failed in a way no retry can fix (an unexpected exception too)."""
+    LONE_SURROGATE = "lone_surrogate"
+    """The JSON spells a lone UTF-16 surrogate ("\\ud800") somewhere: no UTF-8 writer can output it."""
+    ID_TOO_LONG = "id_too_long"
+    """The id is over MAX_REPORT_ID_BYTES."""
+    OUTPUT_TOO_LARGE = "output_too_large"
+    """The table does not fit the tables topic's record size limit."""
+    CANCELLED = "cancelled"
+    """Someone cancelled the invocation (UI, CLI, admin API) before it finished."""
+    NO_SOURCE = "no_source"
+    """The invocation did not come from a Kafka record (or, verified, not from the one it claims to be)."""
 
 
 OutcomeKind = Literal["table", "dead_letter"]
@@ -66,12 +77,26 @@ class Source(Model):
     key: str | None = Field(default=None, description="The record key, decoded as UTF-8 when possible.")
 
 
+class SourceRef(Model):
+    """The coordinates of one Kafka record: what a report IS (its `id` is only a label)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
 class Report(Model):
     """A validated input report."""
 
     report_id: str = Field(min_length=1)
     message: str = Field(min_length=1)
     source: Source
+    replay_of: SourceRef | None = Field(
+        default=None, description="For a report sent again by the replay tool: the record it first arrived as."
+    )
 
 
 class Metric(Model):
@@ -194,6 +219,7 @@ class TableRecord(Model):
     dropped: list[DroppedItem] = Field(
         default_factory=list, description="Items the model extracted that the quote rules refused: not in the table."
     )
+    replay_of: SourceRef | None = None
 
 
 class CompletedSteps(Model):
@@ -218,6 +244,31 @@ class DeadLetter(Model):
     invocation_id: str
     original_value: str | None = Field(default=None, description="The input value as text, or base64 when not UTF-8.")
     original_encoding: str = Field(default="utf-8", description="utf-8, base64, or none for a null value.")
+    original_bytes: int | None = Field(default=None, description="Length of the whole input value, in bytes.")
+    original_sha256: str | None = Field(default=None, description="sha256 of the whole input value (hex).")
+    shortened: list[str] = Field(
+        default=[],
+        description="Fields cut short or left out so the record fits the topic's size limit, "
+        "e.g. original_value (then a prefix of it), completed, source.key.",
+    )
+    replay_of: SourceRef | None = None
+
+
+class Published(Model):
+    """The journaled result of `Publish table`: where the table went, or why the broker refused it."""
+
+    delivery: Delivery | None = None
+    refused: str | None = Field(default=None, description="The broker's error when the record was too large.")
+
+
+class Rejection(Model):
+    """Why an input can never become a report (the original value is kept out of the journal)."""
+
+    report_id: str
+    reason: DeadLetterReason
+    error: str
+    source: Source
+    replay_of: SourceRef | None = None
 
 
 class Outcome(Model):

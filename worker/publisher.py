@@ -8,11 +8,13 @@ publish never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from worker import limits
 from worker.kafka_logs import librdkafka_logger
 from worker.models import Delivery
 from worker.settings import get_settings, redact_kafka_properties
@@ -32,6 +34,10 @@ DEFAULTS = {
 
 class PublishError(RuntimeError):
     """The broker did not accept the record; retryable."""
+
+
+class RecordTooLarge(PublishError):
+    """The producer or the broker refused the record for its size: retrying the same bytes cannot help."""
 
 
 class Publisher:
@@ -58,33 +64,57 @@ class Publisher:
         else:
             log.warning("kafka producer: %s", error)
 
-    async def publish(self, topic: str, key: str, value: bytes) -> Delivery:
+    async def publish(self, topic: str, key: bytes, value: bytes) -> Delivery:
         """Produce one record and wait for the broker's acknowledgement."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Delivery] = loop.create_future()
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             # Runs on the poll thread: hand the outcome back to the event loop.
-            if error is not None:
-                loop.call_soon_threadsafe(_settle, done, PublishError(f"publishing to {topic} failed: {error.str()}"))
-            else:
-                delivery = Delivery(
+            outcome: Delivery | Exception = (
+                _publish_error(topic, error)
+                if error is not None
+                else Delivery(
                     topic=message.topic() or topic, partition=message.partition() or 0, offset=message.offset() or 0
                 )
-                loop.call_soon_threadsafe(_settle, done, delivery)
+            )
+            # A closed loop: the worker is stopping and nobody waits for this record any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, done, outcome)
 
         while True:
             try:
-                self._producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery)
+                self._producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
                 break
             except BufferError:
                 # The local queue is full: wait for deliveries to drain it.
                 await asyncio.sleep(0.05)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if error is None:
+                    raise PublishError(f"publishing to {topic} failed: {exc}") from None
+                raise _publish_error(topic, error) from None
         return await done
 
-    def close(self, timeout: float = 10.0) -> None:
-        self._producer.flush(timeout)
+    def close(self) -> None:
+        """Stop, dropping what is still queued: it belongs to handlers the worker abandoned.
+
+        By the time this runs, every publish step that was allowed to finish has finished
+        (see worker/drain.py). Delivering a queued record now would publish it without its
+        step ever being journaled, and Restate would publish it again after the restart.
+        """
+        queued = len(self._producer)
+        self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+        self._producer.poll(0)  # deliver the purge reports, releasing their callbacks
         self._stop.set()
+        if queued:
+            log.warning("kafka producer closed: %d unacknowledged records purged, not delivered", queued)
+
+
+def _publish_error(topic: str, error: KafkaError) -> PublishError:
+    if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        return RecordTooLarge(f"{topic} refused the record as too large: {error.str()}")
+    return PublishError(f"publishing to {topic} failed: {error.str()}")
 
 
 def _settle(future: asyncio.Future[Delivery], outcome: Delivery | Exception) -> None:
@@ -100,13 +130,17 @@ _publisher: Publisher | None = None
 _lock = threading.Lock()
 
 
-def get_publisher() -> Publisher:
+async def get_publisher() -> Publisher:
     """The process-wide publisher, created on first use."""
     global _publisher
-    with _lock:
-        if _publisher is None:
-            _publisher = Publisher(get_settings().kafka.client_config())
-        return _publisher
+    if _publisher is None:
+        config = get_settings().kafka.client_config()
+        if "batch.size" not in config:
+            config["batch.size"] = str(await limits.batch_bound())
+        with _lock:
+            if _publisher is None:
+                _publisher = Publisher(config)
+    return _publisher
 
 
 def close_publisher() -> None:

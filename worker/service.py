@@ -4,14 +4,20 @@ Input message => Extract metrics => Sort metrics => Format as table => Publish t
 
 Each LLM step runs down its fallback chain (worker/chain.py): the model, a fallback model, code.
 
-Each step is a `ctx.run_typed`: once it completes, its output is in the journal
-and a retry, a worker crash or a Restate restart resumes after it. Input that
-can never succeed, and steps that exhaust their attempts, end as one record on
-the dead-letter topic instead, so every record has exactly one outcome.
+Each step is a `ctx.run_typed` (through worker/journaled.py): once it completes, its output is in
+the journal and a retry, a worker crash or a Restate restart resumes after it. Input that can never
+succeed, steps that exhaust their attempts, a table too large for its topic and a cancelled
+invocation end as one record on the dead-letter topic instead, so every record has exactly one
+outcome.
+
+The handler's control flow reads only journaled values: the input's verdict and the policy (each
+step's chain, attempts and backoff, the input limits) come from the `Input message` step, never
+from the live settings, so a worker restarted with other settings replays every journal as written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TypeVar
 
@@ -20,9 +26,11 @@ from pydantic import BaseModel
 from restate.exceptions import TerminalError
 from restate.serde import BytesSerde, PydanticJsonSerde, Serde
 
-from worker import faults, steps
-from worker.chain import get_chain_config, run_step
-from worker.intake import Rejection, original_value, read_report
+from worker import faults, journaled, steps
+from worker.admission import Admission, admit
+from worker.chain import run_step
+from worker.intake import read_report
+from worker.journaled import Cancelled
 from worker.models import (
     CompletedSteps,
     DeadLetter,
@@ -32,6 +40,8 @@ from worker.models import (
     FormatResult,
     Ledger,
     Outcome,
+    Published,
+    Rejection,
     Report,
     SortResult,
     Step,
@@ -66,14 +76,16 @@ def _journaled(model: type[M]) -> restate.RunOptions[M]:
     return restate.RunOptions(serde=serde)
 
 
+ADMIT_RUN = _journaled(Admission)
 EXTRACT_RUN = _journaled(ExtractResult)
 SORT_RUN = _journaled(SortResult)
 FORMAT_RUN = _journaled(FormatResult)
-
-
-# Publishing has no attempt bound of its own: it falls back to the invocation
-# retry policy above, which pauses instead of giving up.
-PUBLISH = _journaled(Delivery)
+# Publishing has no attempt bound of its own: a broker that refuses a record for a reason
+# other than its size (down, missing topic, ACLs) falls back to the invocation retry policy
+# above, which pauses instead of giving up.
+PUBLISH_TABLE_RUN = _journaled(Published)
+PUBLISH_DEAD_LETTER_RUN = _journaled(Delivery)
+CANCELLED = "the invocation was cancelled (Restate UI, CLI or admin API) before it finished"
 # The table's publish, with the crash-after-publish fault composed on when a test or chaos run asks for it.
 publish_table = faults.with_faults(steps.publish_table, get_settings())
 
@@ -82,13 +94,18 @@ publish_table = faults.with_faults(steps.publish_table, get_settings())
 async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
     request = ctx.request()
     invocation_id = request.id
-    intake = read_report(raw, request.headers, invocation_id, get_settings().max_message_bytes)
-    if isinstance(intake, Rejection):
-        return await _dead_letter_rejection(ctx, intake, invocation_id)
-    report = intake
+    try:
+        admission = await journaled.run(
+            ctx, Step.INPUT, admit, ADMIT_RUN, raw=raw, headers=dict(request.headers), invocation_id=invocation_id
+        )
+    except Cancelled:
+        return await _cancelled_before_reading(ctx, raw, request.headers, invocation_id)
+    if admission.rejection is not None:
+        return await _dead_letter(ctx, raw, _rejected(admission.rejection, invocation_id))
+    assert admission.report is not None
+    report, chain = admission.report, admission.policy.chain
 
     report_id = report.report_id
-    chain = get_chain_config()
     # The completed steps are only needed for a dead letter: build them only then.
     extracted: ExtractResult | None = None
     ordered: SortResult | None = None
@@ -98,7 +115,8 @@ async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
         if not extracted.metrics:
             error = "no metrics were found in the report"
             done = CompletedSteps(extract=extracted)
-            return await _dead_letter(ctx, report, raw, invocation_id, DeadLetterReason.NO_METRICS, error, step, done)
+            letter = _letter(report, invocation_id, DeadLetterReason.NO_METRICS, error, step, done)
+            return await _dead_letter(ctx, raw, letter)
         step = Step.SORT
         ordered = await run_step(
             ctx, step, chain, steps.sort_metrics, SORT_RUN, report_id=report_id, metrics=extracted.metrics
@@ -107,14 +125,31 @@ async def process(ctx: restate.Context, raw: bytes | None) -> Outcome:
         table = await run_step(
             ctx, step, chain, steps.format_table, FORMAT_RUN, report_id=report_id, metrics=ordered.metrics
         )
-    except TerminalError as exc:
+    except (TerminalError, Cancelled) as exc:
         done = CompletedSteps(extract=extracted, sort=ordered)
-        return await _dead_letter(
-            ctx, report, raw, invocation_id, DeadLetterReason.STEP_FAILED, exc.message, step, done
-        )
+        if isinstance(exc, Cancelled):
+            letter = _letter(report, invocation_id, DeadLetterReason.CANCELLED, CANCELLED, step, done)
+        else:
+            letter = _letter(report, invocation_id, DeadLetterReason.STEP_FAILED, exc.message, step, done)
+        return await _dead_letter(ctx, raw, letter)
 
     record = _table_record(report, invocation_id, extracted, ordered, table)
-    delivery = await ctx.run_typed(Step.PUBLISH.value, publish_table, PUBLISH, record=record)
+    done = CompletedSteps(extract=extracted, sort=ordered, format=table)
+    try:
+        published = await journaled.run(
+            ctx, Step.PUBLISH, publish_table, PUBLISH_TABLE_RUN, settle_on_cancel=True, record=record
+        )
+    except Cancelled as cancelled:
+        # A cancel that arrives while the table is being published is too late if the broker took it.
+        if not (isinstance(cancelled.result, Published) and cancelled.result.delivery is not None):
+            letter = _letter(report, invocation_id, DeadLetterReason.CANCELLED, CANCELLED, Step.PUBLISH, done)
+            return await _dead_letter(ctx, raw, letter)
+        published = cancelled.result
+    if published.delivery is None:
+        error = f"the table cannot be published: {published.refused}"
+        letter = _letter(report, invocation_id, DeadLetterReason.OUTPUT_TOO_LARGE, error, Step.PUBLISH, done)
+        return await _dead_letter(ctx, raw, letter)
+    delivery = published.delivery
     log.info(
         "report %s outcome=table invocation=%s -> %s/%s@%s %s",
         report_id, invocation_id, delivery.topic, delivery.partition, delivery.offset, _ledger_summary(record.ledger),
@@ -144,21 +179,19 @@ def _table_record(
         invocation_id=invocation_id,
         ledger=Ledger.of([extracted.fact, ordered.fact, table.fact]),
         dropped=extracted.dropped,
+        replay_of=report.replay_of,
     )
 
 
-async def _dead_letter(
-    ctx: restate.Context,
+def _letter(
     report: Report,
-    raw: bytes | None,
     invocation_id: str,
     reason: DeadLetterReason,
     error: str,
     failed_step: Step,
     done: CompletedSteps,
-) -> Outcome:
-    value, encoding = original_value(raw)
-    letter = DeadLetter(
+) -> DeadLetter:
+    return DeadLetter(
         report_id=report.report_id,
         reason=reason,
         error=error,
@@ -166,27 +199,54 @@ async def _dead_letter(
         completed=done,
         source=report.source,
         invocation_id=invocation_id,
-        original_value=value,
-        original_encoding=encoding,
+        replay_of=report.replay_of,
     )
-    return await _publish_dead_letter(ctx, letter)
 
 
-async def _dead_letter_rejection(ctx: restate.Context, rejection: Rejection, invocation_id: str) -> Outcome:
-    letter = DeadLetter(
+def _rejected(rejection: Rejection, invocation_id: str) -> DeadLetter:
+    return DeadLetter(
         report_id=rejection.report_id,
         reason=rejection.reason,
         error=rejection.error,
         source=rejection.source,
         invocation_id=invocation_id,
-        original_value=rejection.original_value,
-        original_encoding=rejection.original_encoding,
+        replay_of=rejection.replay_of,
     )
-    return await _publish_dead_letter(ctx, letter)
 
 
-async def _publish_dead_letter(ctx: restate.Context, letter: DeadLetter) -> Outcome:
-    delivery = await ctx.run_typed(Step.DEAD_LETTER.value, steps.publish_dead_letter, PUBLISH, letter=letter)
+async def _cancelled_before_reading(
+    ctx: restate.Context, raw: bytes | None, headers: Mapping[str, str], invocation_id: str
+) -> Outcome:
+    # Cancelled before `Input message` was journaled (e.g. while waiting in Restate's queue):
+    # name the report as intake would; nothing below depends on a policy.
+    s = get_settings()
+    verdict = read_report(raw, headers, invocation_id, s.max_message_bytes, s.max_report_id_bytes)
+    letter = DeadLetter(
+        report_id=verdict.report_id,
+        reason=DeadLetterReason.CANCELLED,
+        error=CANCELLED,
+        failed_step=Step.INPUT.value,
+        source=verdict.source,
+        invocation_id=invocation_id,
+        replay_of=verdict.replay_of,
+    )
+    return await _dead_letter(ctx, raw, letter)
+
+
+async def _dead_letter(ctx: restate.Context, raw: bytes | None, letter: DeadLetter) -> Outcome:
+    publish = steps.publish_dead_letter
+    try:
+        delivery = await journaled.run(
+            ctx, Step.DEAD_LETTER, publish, PUBLISH_DEAD_LETTER_RUN, settle_on_cancel=True, letter=letter, raw=raw
+        )
+    except Cancelled as cancelled:
+        if isinstance(cancelled.result, Delivery):
+            delivery = cancelled.result
+        else:
+            # Cancelled while (or before) the dead letter was written: the record still needs its outcome.
+            delivery = await journaled.run(
+                ctx, Step.DEAD_LETTER, publish, PUBLISH_DEAD_LETTER_RUN, letter=letter, raw=raw
+            )
     log.warning(
         "report %s outcome=dead_letter invocation=%s reason=%s%s: %s",
         letter.report_id, letter.invocation_id, letter.reason,

@@ -139,6 +139,23 @@ class Settings(BaseSettings):
 
     # Input validation.
     max_message_bytes: int = Field(default=64 * 1024, gt=0, description="Largest accepted report text, in UTF-8 bytes.")
+    max_report_id_bytes: int = Field(default=1024, gt=0, description="Longest accepted report id, in UTF-8 bytes.")
+    verify_kafka_source: bool = Field(
+        default=False,
+        description="Read back the Kafka record an invocation claims to come from and refuse it unless its value "
+        "matches: for a Restate whose HTTP ingress is open to callers who could forge the kafka.* headers.",
+    )
+
+    # Output records: the largest record (key + value) published to each output topic.
+    output_max_record_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Default: learned from each output topic's max.message.bytes, capped by the producer's "
+        "message.max.bytes.",
+    )
+
+    # Graceful stop: after SIGTERM, how long running steps may take to finish and be journaled.
+    worker_drain_timeout: float = Field(default=10.0, ge=0, description="Seconds.")
 
     # Bounded retries of the three LLM steps (Restate owns them, see worker/service.py).
     step_max_attempts: int = Field(default=3, ge=1)

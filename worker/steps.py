@@ -11,7 +11,6 @@ attempt a crash interrupted leaves nothing in the journal and simply runs again.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from restate.exceptions import TerminalError
 
+from worker import limits, records
 from worker.chain import CODE, Link
 from worker.models import (
     DeadLetter,
@@ -29,6 +29,7 @@ from worker.models import (
     FormatResult,
     LLMUsage,
     Metric,
+    Published,
     Report,
     SortResult,
     Step,
@@ -43,7 +44,7 @@ from worker.providers.base import (
     PermanentProviderError,
     TransientProviderError,
 )
-from worker.publisher import get_publisher
+from worker.publisher import RecordTooLarge, get_publisher
 from worker.quotes import QuotedMetric, candidates, resolve
 from worker.settings import get_settings
 from worker.validation import (
@@ -201,14 +202,28 @@ async def format_table(
     return FormatResult(table=table, fact=_fact(Step.FORMAT, link, answer.usage, attempt, started))
 
 
-def _encode(record: TableRecord | DeadLetter) -> bytes:
-    # Compact, key-sorted JSON: a retried publish yields a byte-identical record.
-    return json.dumps(record.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+async def publish_table(record: TableRecord) -> Published:
+    """Publish the table, unless it cannot fit: then say so (the handler dead-letters it)."""
+    key, value = records.encode_key(record.report_id), records.encode(record)
+    topic = get_settings().tables_topic
+    max_bytes = await limits.record_bound(topic)
+    if not records.fits(key, value, max_bytes):
+        size = len(key) + len(value)
+        return Published(refused=f"the table record has {size} bytes, over the {max_bytes} that {topic} takes")
+    try:
+        return Published(delivery=await (await get_publisher()).publish(topic, key, value))
+    except RecordTooLarge as exc:
+        return Published(refused=str(exc))
 
 
-async def publish_table(record: TableRecord) -> Delivery:
-    return await get_publisher().publish(get_settings().tables_topic, record.report_id, _encode(record))
-
-
-async def publish_dead_letter(letter: DeadLetter) -> Delivery:
-    return await get_publisher().publish(get_settings().dead_letter_topic, letter.report_id, _encode(letter))
+async def publish_dead_letter(letter: DeadLetter, raw: bytes | None) -> Delivery:
+    """Publish the dead letter with as much of the original value as fits; a minimal one if the broker refuses it."""
+    topic = get_settings().dead_letter_topic
+    fitted, value = records.dead_letter_with_original(letter, raw, await limits.record_bound(topic))
+    key = records.encode_key(letter.report_id)
+    publisher = await get_publisher()
+    try:
+        return await publisher.publish(topic, key, value)
+    except RecordTooLarge as exc:
+        log.warning("%s; publishing a minimal dead letter for %s instead", exc, letter.report_id)
+        return await publisher.publish(topic, key, records.encode(records.minimal(fitted)))
