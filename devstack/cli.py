@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = stack.up()
             c = stack.cfg
             print(f"stack is up in {seconds:.1f} s: Kafka {c.kafka_bootstrap}, Restate UI {c.admin_url}, "
-                  f"ingress {c.ingress_url}, worker {c.worker_url}")  # fmt: skip
+                  f"worker {c.worker_url} (no HTTP ingress: only the Kafka subscription invokes it)")  # fmt: skip
         elif args.command == "demo":
             from devstack.demo import run_demo
 

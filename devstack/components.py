@@ -147,11 +147,17 @@ class Kafka:
         return port_in_use(self.cfg.kafka_port) and kafka_reachable({"bootstrap.servers": self.cfg.kafka_bootstrap})
 
 
+# restate.toml's roles plus the HTTP ingress (which restate.toml leaves out on purpose).
+ROLES_WITH_INGRESS = '["worker", "admin", "metadata-server", "log-server", "http-ingress"]'
+
+
 class Restate:
     name = "restate"
 
     def __init__(self, cfg: StackConfig) -> None:
         self.cfg = cfg
+        # Off, as restate.toml says; tests turn it on to show what a forged call does.
+        self.http_ingress = False
         self.dir = cfg.run_dir / "restate"
         self.process = ManagedProcess(
             self.name,
@@ -187,6 +193,7 @@ class Restate:
             # The invoker makes a scratch directory per partition on every start, and leaves it:
             # keep them under the run dir (removed by `make clean`), not in /tmp.
             "TMPDIR": str(self.scratch_dir),
+            **({"RESTATE_ROLES": ROLES_WITH_INGRESS} if self.http_ingress else {}),
         }
 
     @property
@@ -194,7 +201,9 @@ class Restate:
         return self.dir / "tmp"
 
     def healthy(self) -> bool:
-        return _http_ok(f"{self.cfg.admin_url}/health") and _http_ok(f"{self.cfg.ingress_url}/restate/health")
+        # No HTTP ingress by default (restate.toml): the admin API tells whether the node is up.
+        admin = _http_ok(f"{self.cfg.admin_url}/health")
+        return admin and (not self.http_ingress or _http_ok(f"{self.cfg.ingress_url}/restate/health"))
 
 
 class Worker:

@@ -1,15 +1,19 @@
 """`report-replay` (`python -m ops.replay`): send selected dead letters back to the input topic, after a fix.
 
-Each selected dead letter's ORIGINAL value goes back to the reports topic with the
-same report id, so its outcome replaces the dead letter under the same key:
-- a JSON object that carries its `id` is re-sent byte for byte;
+Each selected dead letter's ORIGINAL value goes back to the reports topic, keyed and
+named by the same report id, and marked with the record it first arrived as
+(`"replay_of": {"topic", "partition", "offset"}`), so readers show the replay's outcome
+as that report's outcome (see ops/identity.py):
+- a JSON object keeps all its fields, its `id` included, and gains `replay_of`;
 - plain text, or a JSON object without an `id` (the report id was derived from the
   record's coordinates, `reports/<partition>/<offset>`), is sent as
-  `{"id": <report id>, "message": <text>}`, because a new record has new coordinates.
+  `{"id": <report id>, "message": <text>, "replay_of": ...}`, because a new record has
+  new coordinates.
 Values that can never be a report (null, not UTF-8, empty, JSON that is not a report
-object) and originals the dead letter stored truncated are skipped, with the reason.
-A report id that already has a table published after its dead letter is skipped too,
-so running the same replay twice does not process a report twice.
+object), originals the dead letter stored cut short, and invocations that never came
+from a Kafka record are skipped, with the reason. A report that already has a table
+published after its dead letter is skipped too, so running the same replay twice does
+not process a report twice.
 
 Exit codes: 0 every selected dead letter was re-sent or skipped for a stated reason;
 1 Kafka error, a re-sent record not delivered, or a --report-id without a dead letter;
@@ -25,18 +29,20 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from ops import arguments
+from ops.identity import identity, origin
 from ops.kafka import consumer_config, topic_partitions
+from ops.terminal import printable
 from producer.kafka import producer_config
 from worker.intake import read_report
 from worker.kafka_logs import librdkafka_logger
-from worker.models import DeadLetter, DeadLetterReason, Rejection
+from worker.models import DeadLetter, DeadLetterReason, Rejection, TableRecord
 from worker.settings import describe_kafka, settings_or_exit
 
 log = logging.getLogger("ops.replay")
@@ -111,28 +117,31 @@ def original_bytes(letter: DeadLetter) -> bytes | Skip:
 
 
 def replay_value(letter: DeadLetter) -> bytes | Skip:
-    """The record value to re-send, keeping the report id, or why there is none."""
+    """The record value to re-send, keeping the report id and naming the original record, or why there is none."""
+    first = origin(letter)
+    if first is None:
+        return Skip("it never came from a Kafka record: there is no report to send again")
     raw = original_bytes(letter)
     if isinstance(raw, Skip):
         return raw
-    # The worker's own intake, minus the size limit (replays often follow a raised limit):
+    # The worker's own intake, minus the size limits (replays often follow a raised limit):
     # what it rejects here it would reject again.
-    intake = read_report(raw, {}, letter.report_id, sys.maxsize)
+    intake = read_report(raw, {}, letter.report_id, sys.maxsize, sys.maxsize)
     if isinstance(intake, Rejection):
         return Skip(f"the original cannot be a report ({intake.reason}: {intake.error})")
     if intake.report_id != letter.report_id:
         return Skip(f"the original names another report id ({intake.report_id!r})")
-    if _has_id(raw):
-        return raw
-    return json.dumps({"id": letter.report_id, "message": intake.message}, ensure_ascii=False).encode()
+    value = _json_object(raw) or {"message": intake.message}
+    value = {**value, "id": value.get("id", letter.report_id), "replay_of": first.model_dump()}
+    return json.dumps(value, ensure_ascii=False).encode()
 
 
-def _has_id(raw: bytes) -> bool:
+def _json_object(raw: bytes) -> dict[str, object] | None:
     try:
         value = json.loads(raw)
     except ValueError:
-        return False  # plain text
-    return isinstance(value, dict) and value.get("id") is not None
+        return None  # plain text
+    return value if isinstance(value, dict) else None
 
 
 # --- Reading the topics -----------------------------------------------------------------------
@@ -190,7 +199,7 @@ def scan(consumer: Consumer, topic: str, since_ms: int | None, timeout: float) -
 
 
 def read_dead_letters(consumer: Consumer, topic: str, since_ms: int | None, timeout: float) -> dict[str, Letter]:
-    """The latest dead letter per report id."""
+    """The latest dead letter per report (ops/identity.py: two reports may share an id)."""
     latest: dict[str, Letter] = {}
     for record in scan(consumer, topic, since_ms, timeout):
         try:
@@ -199,19 +208,23 @@ def read_dead_letters(consumer: Consumer, topic: str, since_ms: int | None, time
             log.warning("skipping %s/%d/%d: not a dead-letter record", topic, record.partition, record.offset)
             continue
         entry = Letter(letter, topic, record.partition, record.offset, record.timestamp_ms)
-        previous = latest.get(letter.report_id)
+        report = identity(letter)
+        previous = latest.get(report)
         if previous is None or (entry.timestamp_ms, entry.offset) >= (previous.timestamp_ms, previous.offset):
-            latest[letter.report_id] = entry
+            latest[report] = entry
     return latest
 
 
 def tables_since(consumer: Consumer, topic: str, since_ms: int, timeout: float) -> dict[str, int]:
-    """Report id -> timestamp of its newest table, for tables published at or after `since_ms`."""
+    """Report -> timestamp of its newest table, for tables published at or after `since_ms`."""
     found: dict[str, int] = {}
     for record in scan(consumer, topic, since_ms, timeout):
-        if record.key is not None:
-            report_id = record.key.decode("utf-8", errors="replace")
-            found[report_id] = max(found.get(report_id, 0), record.timestamp_ms)
+        try:
+            table = TableRecord.model_validate_json(record.value or b"")
+        except ValidationError:
+            continue
+        report = identity(table)
+        found[report] = max(found.get(report, 0), record.timestamp_ms)
     return found
 
 
@@ -221,30 +234,35 @@ def tables_since(consumer: Consumer, topic: str, since_ms: int, timeout: float) 
 def send_all(producer: Producer, topic: str, records: Sequence[tuple[Letter, bytes]], timeout: float) -> list[str]:
     """Produce each record (key = report id) and wait for the broker; returns one error per record not delivered."""
     errors: list[str] = []
-    acked: set[str] = set()
+    settled: set[int] = set()
 
-    def on_delivery(error: KafkaError | None, message: Message) -> None:
-        key = (message.key() or b"").decode("utf-8", errors="replace")
-        if error is None:
-            acked.add(key)
-        else:
-            errors.append(f"{key}: {error.str()}")
+    def on_delivery(i: int, name: str) -> Callable[[KafkaError | None, Message], None]:
+        def report(error: KafkaError | None, _: Message) -> None:
+            settled.add(i)
+            if error is not None:
+                errors.append(f"{name}: {error.str()}")
 
-    for entry, value in records:
+        return report
+
+    for i, (entry, value) in enumerate(records):
+        name = printable(entry.letter.report_id)
         headers: list[tuple[str, str | bytes | None]] = [(REPLAY_HEADER, entry.where)]
         try:
             producer.produce(
-                topic, key=entry.letter.report_id.encode(), value=value, headers=headers, on_delivery=on_delivery
+                topic,
+                key=entry.letter.report_id.encode(),
+                value=value,
+                headers=headers,
+                on_delivery=on_delivery(i, name),
             )
         except (KafkaException, BufferError) as exc:
-            errors.append(f"{entry.letter.report_id}: {exc}")
+            settled.add(i)
+            errors.append(f"{name}: {exc}")
         producer.poll(0)
     producer.flush(timeout)
-    failed = {e.split(": ", 1)[0] for e in errors}
-    for entry, _ in records:
-        rid = entry.letter.report_id
-        if rid not in acked and rid not in failed:
-            errors.append(f"{rid}: not delivered within {timeout:g} s")
+    for i, (entry, _) in enumerate(records):
+        if i not in settled:
+            errors.append(f"{printable(entry.letter.report_id)}: not delivered within {timeout:g} s")
     return errors
 
 
@@ -351,10 +369,10 @@ def _replay(args: argparse.Namespace, selection: Selection) -> int:
     to_send: list[tuple[Letter, bytes]] = []
     skipped = 0
     for entry in selected:
-        rid, reason = entry.letter.report_id, entry.letter.reason
+        rid, reason = printable(entry.letter.report_id), entry.letter.reason
         outcome: bytes | Skip = (
             Skip("a table was published after the dead letter")
-            if tables.get(rid, -1) >= entry.timestamp_ms
+            if tables.get(identity(entry.letter), -1) >= entry.timestamp_ms
             else replay_value(entry.letter)
         )
         if isinstance(outcome, Skip):
@@ -364,9 +382,9 @@ def _replay(args: argparse.Namespace, selection: Selection) -> int:
             to_send.append((entry, outcome))
             print(f"{'would re-send' if args.dry_run else 're-send'}  {rid} ({reason}, from {entry.where})")
 
-    missing = sorted(selection.report_ids - letters.keys())
+    missing = sorted(selection.report_ids - {e.letter.report_id for e in letters.values()})
     for rid in missing:
-        print(f"replay: no dead letter for report id {rid!r} in {args.dlq_topic}", file=sys.stderr)
+        print(f"replay: no dead letter for report id '{printable(rid)}' in {args.dlq_topic}", file=sys.stderr)
 
     errors: list[str] = []
     if to_send and not args.dry_run:

@@ -1,8 +1,11 @@
 """`report-results` (`python -m ops.results`): print the worker's tables and dead letters.
 
 The reader assigns partitions itself under a unique, never-committed group id, so
-it cannot disturb any other consumer. Publishing is at-least-once (docs/design.md,
-"Guarantees" 4): a report id is shown once even when its record appears twice.
+it cannot disturb any other consumer. A report is its input record, not its id
+(ops/identity.py, docs/design.md "Guarantees" 4): every report is shown once, even when its
+outcome was published twice (publishing is at-least-once), and two reports that share an id are
+both shown, flagged `id_reused`. A replayed report's table is shown as the outcome of the record
+it replays, in place of that record's dead letter.
 
 Exit codes: 0 done; 1 Kafka error, or --id values that did not arrive before
 --timeout; 2 usage error; 130 interrupted.
@@ -11,6 +14,7 @@ Exit codes: 0 done; 1 Kafka error, or --id values that did not arrive before
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -24,7 +28,9 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 from pydantic import ValidationError
 
 from ops import arguments
+from ops.identity import identity
 from ops.kafka import consumer_config, topic_partitions
+from ops.terminal import printable
 from worker.kafka_logs import librdkafka_logger
 from worker.models import DeadLetter, OutcomeKind, TableRecord
 from worker.settings import describe_kafka, get_settings, settings_or_exit
@@ -51,18 +57,34 @@ class Result:
     offset: int
     timestamp_ms: int | None
     """The output record's broker timestamp (for end-to-end latency)."""
+    origin: str = ""
+    """The report's identity: the input record it first arrived as (ops/identity.py)."""
+    id_reused: bool = False
+    """Another report, read before this one, carries the same id."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "report_id": self.report_id, **self.record.model_dump(mode="json")}
+        return {
+            "kind": self.kind,
+            "report_id": self.report_id,
+            **self.record.model_dump(mode="json"),
+            "origin": self.origin,
+            "id_reused": self.id_reused,
+        }
 
     def render(self) -> str:
         """Human form: the report id as a heading, then the table or the dead-letter reason."""
         if isinstance(self.record, TableRecord):
-            body = self.record.table.rstrip()
+            body = printable(self.record.table.rstrip(), keep="\n")
         else:
             where = f" at {self.record.failed_step}" if self.record.failed_step else ""
-            body = f"DEAD LETTER {self.record.reason}{where}: {self.record.error}"
-        return f"## {self.report_id}\n{body}\n"
+            body = printable(f"DEAD LETTER {self.record.reason}{where}: {self.record.error}")
+        notes = []
+        if self.record.replay_of is not None:
+            notes.append(f"replay of {self.record.replay_of}")
+        if self.id_reused:
+            notes.append(f"id reused: this is the report from {self.origin}")
+        heading = printable(self.report_id) + (f"  ({'; '.join(notes)})" if notes else "")
+        return f"## {heading}\n{body}\n"
 
 
 @dataclass(frozen=True)
@@ -73,7 +95,7 @@ class ReadOptions:
     follow: bool = False
     """Keep reading new records; otherwise stop at the end offsets that existed at start."""
     ids: frozenset[str] = frozenset()
-    """Only these report ids; the read ends when all have arrived (or at the timeout)."""
+    """Only these report ids; the read ends when all have arrived and the topics are read to their end."""
     timeout: float | None = None
     max_results: int | None = None
 
@@ -82,6 +104,11 @@ class ReadOptions:
 class ReadSummary:
     results: int = 0
     duplicates: int = 0
+    """Records of an outcome already shown (a publish repeated after a crash, or a second table of a report)."""
+    superseded: int = 0
+    """Dead letters not shown because a later outcome of the same report (a replay's) replaced them."""
+    reused_ids: set[str] = field(default_factory=set)
+    """Report ids that more than one report carries."""
     skipped: int = 0
     """Records that are not valid table / dead-letter values."""
     missing: list[str] = field(default_factory=list)
@@ -96,7 +123,7 @@ def read_results(
     stop: threading.Event | None = None,
     on_positioned: Callable[[], None] | None = None,
 ) -> ReadSummary:
-    """Read tables and dead letters, calling `on_result` once per report id, as they arrive.
+    """Read tables and dead letters, calling `on_result` once per report, as they arrive.
 
     `config` is a consumer config (see ops.kafka.consumer_config). Raises ReaderError
     when Kafka cannot be read. `stop` ends the read early from another thread. `on_positioned`
@@ -124,9 +151,15 @@ class _Read:
         self.on_result = on_result
         self.stop = stop
         self.summary = ReadSummary()
-        self.seen: dict[str, OutcomeKind] = {}
-        # Dead letters wait until the tables topic has caught up: a replayed report
-        # has both a dead letter and, later, a table, and the table is its outcome.
+        self.shown: dict[str, OutcomeKind] = {}
+        """Report (origin) -> the kind of outcome shown for it."""
+        self.records: set[tuple[str, OutcomeKind, str]] = set()
+        """(origin, kind, invocation id) of every outcome read: a repeat is a duplicate publish."""
+        self.origins: dict[str, set[str]] = {}
+        """Report id -> the reports (origins) carrying it."""
+        self.seen_ids: set[str] = set()
+        # Dead letters wait until the tables topic has caught up: a replayed report has
+        # a dead letter and, later, a table, and the table is its outcome.
         self.held: dict[str, Result] = {}
         self.catching_up: set[tuple[str, int]] = set()
         self.ends: dict[tuple[str, int], int] = {}
@@ -151,7 +184,7 @@ class _Read:
             if self.held and not self._tables_catching_up():
                 self._release_held()
         self._release_held()  # stopped early: show what is known
-        self.summary.missing = sorted(self.options.ids - self.seen.keys())
+        self.summary.missing = sorted(self.options.ids - self.seen_ids)
         return self.summary
 
     def _assign(self, timeout: float) -> None:
@@ -171,7 +204,8 @@ class _Read:
         if o.max_results is not None and self.summary.results >= o.max_results:
             return True
         if o.ids:
-            return o.ids <= self.seen.keys()
+            # Read on to the end even once every id arrived: another report may carry the same id.
+            return o.ids <= self.seen_ids and not self.catching_up
         return not o.follow and not self.catching_up
 
     def _handle(self, message: Message) -> None:
@@ -195,14 +229,18 @@ class _Read:
             return
         if self.options.ids and result.report_id not in self.options.ids:
             return
-        if result.kind == "dead_letter" and self._tables_catching_up():
-            if result.report_id in self.held or result.report_id in self.seen:
-                self.summary.duplicates += 1
-            else:
-                self.held[result.report_id] = result
+        fingerprint = (result.origin, result.kind, result.record.invocation_id)
+        if fingerprint in self.records:
+            self.summary.duplicates += 1  # the same outcome published again (a crash between ack and journal)
             return
-        if result.kind == "table" and self.held.pop(result.report_id, None) is not None:
-            self.summary.duplicates += 1  # the dead letter this table supersedes
+        self.records.add(fingerprint)
+        if result.kind == "dead_letter" and self._tables_catching_up():
+            if self.held.pop(result.origin, None) is not None:
+                self.summary.superseded += 1  # a later dead letter of the same report (a failed replay)
+            self.held[result.origin] = result
+            return
+        if result.kind == "table" and self.held.pop(result.origin, None) is not None:
+            self.summary.superseded += 1  # the dead letter this table replaces
         self._emit(result)
 
     def _tables_catching_up(self) -> bool:
@@ -214,13 +252,19 @@ class _Read:
             self._emit(result)
 
     def _emit(self, result: Result) -> None:
-        previous = self.seen.get(result.report_id)
-        # Once per report id; but a table after a shown dead letter (a replay that
-        # succeeded while following) is news: it is shown too.
-        if previous == "table" or (previous == "dead_letter" and result.kind == "dead_letter"):
+        if self.shown.get(result.origin) == "table":
+            # A report shows one table; anything after it (a second table, a replay's dead letter) is noise.
             self.summary.duplicates += 1
             return
-        self.seen[result.report_id] = result.kind
+        # A dead letter after a shown dead letter (a failed replay) or a table after one (a replay
+        # that succeeded while following) is news: it is shown too.
+        self.shown[result.origin] = result.kind
+        origins = self.origins.setdefault(result.report_id, set())
+        origins.add(result.origin)
+        if len(origins) > 1:
+            self.summary.reused_ids.add(result.report_id)
+            result = dataclasses.replace(result, id_reused=True)
+        self.seen_ids.add(result.report_id)
         self.summary.results += 1
         self.on_result(result)
 
@@ -244,6 +288,7 @@ class _Read:
             partition=partition,
             offset=offset,
             timestamp_ms=timestamp if timestamp_type != TIMESTAMP_NOT_AVAILABLE else None,
+            origin=identity(record),
         )
 
 
@@ -368,8 +413,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    if summary.reused_ids:
+        reused = sorted(summary.reused_ids)
+        names = ", ".join(printable(r) for r in reused[:10]) + (" ..." if len(reused) > 10 else "")
+        print(f"report-results: {len(reused)} report id(s) carried by more than one report, each shown "
+              f"(flagged id_reused): {names}", file=sys.stderr)  # fmt: skip
     if summary.missing and summary.timed_out:
-        shown = ", ".join(summary.missing[:10]) + (" ..." if len(summary.missing) > 10 else "")
+        shown = ", ".join(printable(m) for m in summary.missing[:10]) + (" ..." if len(summary.missing) > 10 else "")
         print(f"report-results: {len(summary.missing)} report(s) did not arrive: {shown}", file=sys.stderr)
         return 1
     return 0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import pytest
 
-from worker.intake import Rejection, read_report
-from worker.models import Report
+from worker.intake import Original, original_value, read_report
+from worker.models import Rejection, Report, SourceRef
 
 HEADERS = {"kafka.topic": "reports", "kafka.partition": "3", "kafka.offset": "42", "kafka.timestamp": "1700000000000"}
 LIMIT = 64 * 1024
@@ -93,21 +94,62 @@ def test_json_python_cannot_parse_is_rejected_not_crashed(raw: bytes) -> None:
     assert isinstance(result, Rejection) and result.reason == "invalid_schema"
 
 
-def test_rejection_keeps_the_original_value_base64_when_not_text() -> None:
+def test_the_original_value_is_base64_when_not_text() -> None:
     raw = b"\xff\xfe\x00garbage"
-    result = read(raw)
-    assert isinstance(result, Rejection)
-    assert result.original_encoding == "base64"
-    assert base64.b64decode(result.original_value or "") == raw
+    original = original_value(raw)
+    assert original.encoding == "base64"
+    assert base64.b64decode(original.value or "") == raw
+    assert (original.size, original.sha256) == (len(raw), hashlib.sha256(raw).hexdigest())
 
 
-def test_rejection_keeps_text_values_as_text() -> None:
-    result = read(b"[1, 2, 3]")
-    assert isinstance(result, Rejection)
-    assert (result.original_value, result.original_encoding) == ("[1, 2, 3]", "utf-8")
+def test_text_values_stay_text() -> None:
+    original = original_value(b"[1, 2, 3]")
+    assert (original.value, original.encoding, original.size) == ("[1, 2, 3]", "utf-8", 9)
+    assert original_value(None) == Original(None, "none", None, None)
 
 
 def test_same_input_same_answer() -> None:
-    # The handler relies on this: intake runs outside ctx.run, on every replay.
     raw = b'{"message": 5}'
     assert read(raw) == read(raw)
+
+
+# --- What no output record could carry -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "report_id", "where"),
+    [
+        (b'{"id": "s1", "message": "Revenue \\ud800 grew"}', "s1", "the message"),
+        (b'{"id": "s\\udfff", "message": "Revenue grew 5%"}', "reports/3/42", 'the "id"'),
+        (b'{"id": "s2", "message": "Revenue grew 5%", "meta": {"note\\udbff": 1}}', "s2", "the field 'meta.note"),
+        (b'{"id": "s3", "message": "Revenue grew 5%", "tags": ["ok", "\\udc00"]}', "s3", "the field 'tags[1]'"),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_rejected(raw: bytes, report_id: str, where: str) -> None:
+    result = read(raw)
+    assert isinstance(result, Rejection), result
+    assert (result.reason, result.report_id) == ("lone_surrogate", report_id)
+    assert result.error.startswith(where)
+
+
+def test_a_surrogate_pair_is_an_ordinary_character() -> None:
+    report = read(b'{"id": "emoji-\\ud83d\\ude00", "message": "Revenue grew 5%"}')
+    assert isinstance(report, Report) and report.report_id == "emoji-\U0001f600"
+
+
+def test_an_id_over_the_limit_is_rejected_and_named_by_its_coordinates() -> None:
+    at_limit = read(json.dumps({"id": "é" * 512, "message": "3 incidents"}).encode())  # 1024 bytes
+    assert isinstance(at_limit, Report)
+    over = read(json.dumps({"id": "é" * 512 + "x", "message": "3 incidents"}).encode())
+    assert isinstance(over, Rejection)
+    assert (over.reason, over.report_id) == ("id_too_long", "reports/3/42")
+    assert "1025 bytes, over the limit of 1024" in over.error
+
+
+def test_replay_of_names_the_first_record() -> None:
+    origin = {"topic": "reports", "partition": 1, "offset": 7}
+    report = read(json.dumps({"id": "q3", "message": "3 incidents", "replay_of": origin}).encode())
+    assert isinstance(report, Report) and report.replay_of == SourceRef(**origin)
+    bad = read(json.dumps({"id": "q3", "message": "3 incidents", "replay_of": {"topic": "reports"}}).encode())
+    assert isinstance(bad, Rejection) and (bad.reason, bad.report_id) == ("invalid_schema", "q3")
+    assert "replay_of" in bad.error

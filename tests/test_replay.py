@@ -1,6 +1,6 @@
 """`report-replay` (`python -m ops.replay`): dead letters go back to the input topic after a fix and come
-out as tables under the same report id; a second replay, a dry run and a non-matching
-selector send nothing.
+out as tables under the same report id, marked as the replay of their original record; a second
+replay, a dry run and a non-matching selector send nothing.
 
 The pure part (what value is re-sent for which dead letter) is checked without Kafka; the
 rest runs the CLI as a subprocess against the session's real stack.
@@ -24,7 +24,6 @@ from ops.arguments import since
 from ops.replay import Skip, build_parser, replay_value
 from testllm import LLMServer, Status
 from tests.harness import DLQ, REPORTS, TABLES, TestStack, unique
-from worker.intake import MAX_ORIGINAL_BYTES
 from worker.models import DeadLetter, Source
 
 LONG_REPORT = (
@@ -33,7 +32,10 @@ LONG_REPORT = (
 )
 
 
-def letter(value: str | None, encoding: str = "utf-8", report_id: str = "reports/1/7") -> DeadLetter:
+ORIGIN = {"topic": "reports", "partition": 1, "offset": 7}
+
+
+def letter(value: str | None, encoding: str = "utf-8", report_id: str = "reports/1/7", **extra: Any) -> DeadLetter:
     return DeadLetter(
         report_id=report_id,
         reason="too_large",
@@ -42,24 +44,50 @@ def letter(value: str | None, encoding: str = "utf-8", report_id: str = "reports
         invocation_id="inv_test",
         original_value=value,
         original_encoding=encoding,
+        original_bytes=None if value is None or encoding != "utf-8" else len(value.encode()),
+        **extra,
     )
 
 
 # --- What is re-sent (no Kafka) ---------------------------------------------------------------
 
 
-def test_an_object_with_its_id_is_resent_byte_for_byte() -> None:
+def test_an_object_keeps_its_fields_and_names_the_record_it_replays() -> None:
     original = '{"id": "q3", "message": "Uptime 99.97%", "extra": [1, 2]}'
-    assert replay_value(letter(original, report_id="q3")) == original.encode()
+    replayed = replay_value(letter(original, report_id="q3"))
+    assert isinstance(replayed, bytes)
+    assert json.loads(replayed) == {**json.loads(original), "replay_of": ORIGIN}
 
 
 def test_plain_text_and_objects_without_id_are_wrapped_with_the_report_id() -> None:
     wrapped = replay_value(letter("  Revenue was $4M.\n"))
     assert isinstance(wrapped, bytes)
-    assert json.loads(wrapped) == {"id": "reports/1/7", "message": "Revenue was $4M."}
+    assert json.loads(wrapped) == {"id": "reports/1/7", "message": "Revenue was $4M.", "replay_of": ORIGIN}
     wrapped = replay_value(letter('{"message": "Churn fell to 2%"}'))
     assert isinstance(wrapped, bytes)
-    assert json.loads(wrapped) == {"id": "reports/1/7", "message": "Churn fell to 2%"}
+    assert json.loads(wrapped) == {"message": "Churn fell to 2%", "id": "reports/1/7", "replay_of": ORIGIN}
+
+
+def test_a_failed_replay_names_the_first_record_not_itself() -> None:
+    # The dead letter of a replay: its own source is the replayed record, its origin the first one.
+    again = letter('{"id": "q4", "message": "Uptime 99.9%"}', report_id="q4", replay_of=ORIGIN)
+    again = again.model_copy(update={"source": Source(topic="reports", partition=3, offset=40)})
+    replayed = replay_value(again)
+    assert isinstance(replayed, bytes) and json.loads(replayed)["replay_of"] == ORIGIN
+
+
+def test_an_invocation_that_never_came_from_kafka_is_not_replayed() -> None:
+    forged = letter("Revenue was $4M.", report_id="inv_1").model_copy(update={"source": Source()})
+    skipped = replay_value(forged)
+    assert isinstance(skipped, Skip) and "never came from a Kafka record" in skipped.why
+
+
+def test_a_dead_letter_that_kept_only_a_prefix_is_not_replayed() -> None:
+    cut = letter('{"id": "q5", "message": "Revenue', report_id="q5").model_copy(
+        update={"original_bytes": 90_000, "shortened": ["original_value"]}
+    )
+    skipped = replay_value(cut)
+    assert isinstance(skipped, Skip) and "of the original's 90000 bytes" in skipped.why
 
 
 @pytest.mark.parametrize(
@@ -74,11 +102,11 @@ def test_plain_text_and_objects_without_id_are_wrapped_with_the_report_id() -> N
         ('"Revenue 5%"', "utf-8", "invalid_schema"),
         ('{"message": 42}', "utf-8", "invalid_schema"),
         ('{"text": "Revenue 5%"}', "utf-8", "invalid_schema"),
-        ("x" * MAX_ORIGINAL_BYTES, "utf-8", "first"),
+        ("x" * 256 * 1024, "utf-8", "first"),  # a dead letter from before original_bytes existed
     ],
 )
 def test_values_that_cannot_be_a_report_are_skipped_with_the_reason(value: str | None, encoding: str, why: str) -> None:
-    outcome = replay_value(letter(value, encoding))
+    outcome = replay_value(letter(value, encoding).model_copy(update={"original_bytes": None}))
     assert isinstance(outcome, Skip)
     assert why in outcome.why
 
@@ -178,6 +206,12 @@ def test_a_too_large_report_replayed_after_raising_the_limit_becomes_one_table(o
     replayed_in = time.monotonic() - started
     assert table["report_id"] == rid
     assert table["source"]["key"] == rid  # the replayed record is keyed and named by the same id
+    # ... and names the record it replays: readers show this table as that record's outcome.
+    assert table["replay_of"] == {k: dead["source"][k] for k in ("topic", "partition", "offset")}
+    assert (
+        table["source"]["offset"] != dead["source"]["offset"]
+        or table["source"]["partition"] != dead["source"]["partition"]
+    )
     assert len(table["metrics"]) >= 5
 
     after_first = end_offsets(stack)

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -17,30 +19,37 @@ import pytest
 from ops.kafka import consumer_config
 from ops.results import ReaderError, ReadOptions, Result, read_results
 from tests.harness import DLQ, TABLES, TestStack, unique
-from worker.models import DeadLetter, Ledger, Metric, Source, TableRecord
+from worker.models import DeadLetter, Ledger, Metric, Source, SourceRef, TableRecord
 
 TABLE = "| Metric | Value | Unit |\n|---|---|---|\n| Revenue | 12500000 | USD |\n| Churn | 2.1 | % |"
+# Every record here is a report of its own: its own input coordinates (the reader's identity of a report).
+_offsets = itertools.count(random.randrange(10**9, 2 * 10**9))
 
 
-def table_record(report_id: str) -> TableRecord:
+def source() -> Source:
+    return Source(topic="reports", partition=0, offset=next(_offsets))
+
+
+def table_record(report_id: str, at: Source | None = None, replay_of: SourceRef | None = None) -> TableRecord:
     return TableRecord(
         report_id=report_id,
         table=TABLE,
         metrics=[Metric(name="Revenue", value=12_500_000, unit="USD"), Metric(name="Churn", value=2.1, unit="%")],
-        source=Source(topic="reports", partition=0, offset=1),
-        invocation_id="inv_test",
+        source=at or source(),
+        invocation_id=f"inv_{next(_offsets)}",
         ledger=Ledger.of([]),
+        replay_of=replay_of,
     )
 
 
-def dead_letter(report_id: str) -> DeadLetter:
+def dead_letter(report_id: str, at: Source | None = None) -> DeadLetter:
     return DeadLetter(
         report_id=report_id,
         reason="invalid_schema",
         error='"message" must be a string, it is missing',
         failed_step="Extract metrics",
-        source=Source(topic="reports", partition=0, offset=2),
-        invocation_id="inv_test",
+        source=at or source(),
+        invocation_id=f"inv_{next(_offsets)}",
         original_value='{"id": "x"}',
     )
 
@@ -54,8 +63,9 @@ def encode(record: TableRecord | DeadLetter) -> bytes:
 def published(stack: TestStack) -> tuple[str, str]:
     """A table published twice under one key (the at-least-once duplicate) and a dead letter."""
     table_id, dead_id = unique("res-table"), unique("res-dead")
-    stack.send(encode(table_record(table_id)), key=table_id, topic=TABLES)
-    stack.send(encode(table_record(table_id)), key=table_id, topic=TABLES)
+    table = encode(table_record(table_id))
+    stack.send(table, key=table_id, topic=TABLES)
+    stack.send(table, key=table_id, topic=TABLES)
     stack.send(encode(dead_letter(dead_id)), key=dead_id, topic=DLQ)
     stack.flush()
     return table_id, dead_id
@@ -102,9 +112,11 @@ def test_without_ids_it_stops_when_caught_up_and_deduplicates(stack: TestStack, 
     table_id, dead_id = published
     result = run_results(["--json", "--timeout", "50"], stack.cfg.kafka_bootstrap)
     assert result.returncode == 0, result.stderr
-    ids = [json.loads(line)["report_id"] for line in result.stdout.splitlines()]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    ids = [line["report_id"] for line in lines]
     assert ids.count(table_id) == 1 and ids.count(dead_id) == 1
-    assert len(ids) == len(set(ids))
+    reports = [line["origin"] for line in lines]
+    assert len(reports) == len(set(reports)), "a report shown twice"
 
 
 def test_missing_id_times_out_with_exit_1(stack: TestStack, published: tuple[str, str]) -> None:
@@ -176,8 +188,9 @@ def test_library_follow_sees_new_results_as_they_arrive(stack: TestStack) -> Non
 def test_library_counts_duplicates_and_skips_foreign_records(stack: TestStack) -> None:
     dup_id, junk_id = unique("res-dup"), unique("res-junk")
     stack.send(b"not a table record", key=junk_id, topic=TABLES)
+    table = encode(table_record(dup_id))
     for _ in range(3):
-        stack.send(encode(table_record(dup_id)), key=dup_id, topic=TABLES)
+        stack.send(table, key=dup_id, topic=TABLES)
     stack.flush()
     summary = read_results(consumer_config(stack.cfg.kafka_bootstrap, {}), ReadOptions(timeout=30))
     assert summary.duplicates >= 2 and summary.skipped >= 1 and not summary.timed_out
@@ -220,13 +233,47 @@ def test_a_replayed_report_shows_its_table_not_its_earlier_dead_letter(stack: Te
     # The dead letter comes first; the table arrives much later on a topic with more data
     # than one fetch, as after `report-replay`. The report's outcome is the table.
     report_id = unique("res-replayed")
-    stack.send(encode(dead_letter(report_id)), key=report_id, topic=DLQ)
+    first = source()
+    stack.send(encode(dead_letter(report_id, at=first)), key=report_id, topic=DLQ)
     filler = encode(table_record(unique("res-filler")))
     for _ in range(3000):
         stack.send(filler, key="filler", topic=TABLES)
-    stack.send(encode(table_record(report_id)), key=report_id, topic=TABLES)
+    replayed = SourceRef(topic="reports", partition=0, offset=first.offset or 0)
+    stack.send(encode(table_record(report_id, replay_of=replayed)), key=report_id, topic=TABLES)
     stack.flush()
     result = run_results(["--json", "--id", report_id, "--timeout", "30"], stack.cfg.kafka_bootstrap)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    assert [(line["report_id"], line["kind"]) for line in lines] == [(report_id, "table")]
+    assert [(line["report_id"], line["kind"], line["origin"]) for line in lines] == [
+        (report_id, "table", str(replayed))
+    ]
+    human = run_results(["--id", report_id, "--timeout", "30"], stack.cfg.kafka_bootstrap)
+    assert f"## {report_id}  (replay of {replayed})\n" in human.stdout
+
+
+def test_two_reports_with_one_id_are_both_shown_and_flagged(stack: TestStack) -> None:
+    report_id = unique("res-reused")
+    stack.send(encode(table_record(report_id)), key=report_id, topic=TABLES)
+    stack.send(encode(dead_letter(report_id)), key=report_id, topic=DLQ)
+    stack.send(encode(table_record(report_id)), key=report_id, topic=TABLES)
+    stack.flush()
+    result = run_results(["--json", "--id", report_id, "--timeout", "30"], stack.cfg.kafka_bootstrap)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(line["kind"] for line in lines) == ["dead_letter", "table", "table"]
+    assert len({line["origin"] for line in lines}) == 3
+    assert [line["id_reused"] for line in lines].count(True) == 2  # flagged from the second one on
+    assert "1 report id(s) carried by more than one report" in result.stderr
+
+
+def test_ids_and_tables_are_printed_safely(stack: TestStack) -> None:
+    # An id that would clear the screen, and a metric name with a terminal escape in the table.
+    report_id = unique("res-esc") + "\x1b[2J\u202e"
+    record = table_record(report_id).model_copy(update={"table": TABLE + "\n| \x1b[31mRed | 1 | |"})
+    stack.send(encode(record), key=report_id, topic=TABLES)
+    stack.flush()
+    result = run_results(["--id", report_id, "--timeout", "30"], stack.cfg.kafka_bootstrap)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+    assert "\\x1b[2J\\u202e" in result.stdout and "| \\x1b[31mRed | 1 | |" in result.stdout
+    assert TABLE in result.stdout  # newlines of the table are kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +20,7 @@ from ops.status.journal import (
     percentiles_of,
 )
 from ops.status.kafka import kafka_status
-from ops.status.models import Invocation, KafkaStatus, Percentiles, Status
+from ops.status.models import EventFailure, Invocation, JournalPosition, KafkaStatus, Percentiles, Status
 from ops.status.restate import (
     Restate,
     counts_sql,
@@ -33,6 +34,8 @@ from ops.status.restate import (
 )
 from worker.models import Step
 from worker.settings import KafkaProperties, Settings
+
+log = logging.getLogger("ops.status")
 
 
 class Options(BaseModel):
@@ -131,14 +134,17 @@ class _Details:
         self.events = _by_id(events)
 
     def of(self, rows: Sequence[Mapping[str, Any]]) -> list[Invocation]:
-        return [
-            invocation_of(
-                r,
-                journal_position(str(r["id"]), self.journals.get(str(r["id"]), [])),
-                event_failure(self.events.get(str(r["id"]), [])),
-            )
-            for r in rows
-        ]
+        return [self._one(r) for r in rows]
+
+    def _one(self, row: Mapping[str, Any]) -> Invocation:
+        invocation_id = str(row["id"])
+        try:
+            position = journal_position(invocation_id, self.journals.get(invocation_id, []))
+            failure = event_failure(self.events.get(invocation_id, []))
+        except Exception as exc:  # noqa: BLE001 - an odd journal costs its details, never the status
+            log.warning("cannot read the journal of %s: %s", invocation_id, type(exc).__name__)
+            position, failure = JournalPosition(), EventFailure()
+        return invocation_of(row, position, failure)
 
 
 def _by_id(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

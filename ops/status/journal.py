@@ -4,6 +4,7 @@ invocation the step it is on, the report it carries and its last failure (journa
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ from typing import Any
 from ops.status.models import EventFailure, Invocation, InvocationCounts, JournalPosition, Percentiles
 from worker.intake import read_report
 from worker.models import FALLBACK_MARKER
+
+log = logging.getLogger("ops.status")
 
 # Statuses sys_invocation reports for an invocation that has not completed (restate-server 1.7).
 IN_FLIGHT = ("pending", "scheduled", "ready", "running", "backing-off", "suspended", "paused")
@@ -86,18 +89,27 @@ def journal_position(invocation_id: str, entries: Sequence[Mapping[str, Any]]) -
 
 
 def _input_report(invocation_id: str, input_json: str) -> tuple[str | None, str | None]:
-    """The report id exactly as the worker derives it, and the record's coordinates."""
+    """The report id exactly as the worker derives it, and the record's coordinates.
+
+    Whatever the input holds (any bytes, any headers), this answers: at worst (None, None).
+    """
     try:
         command = json.loads(input_json)["Command"]["Input"]
         headers = {str(h["name"]): str(h["value"]) for h in command.get("headers", [])}
         payload = command.get("payload")
         raw = bytes(payload) if isinstance(payload, list) else None
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        intake = read_report(raw, headers, invocation_id, sys.maxsize, sys.maxsize)
+    except Exception as exc:  # noqa: BLE001 - status must answer for any journal
+        log.warning("cannot read the input of %s: %s", invocation_id, type(exc).__name__)
         return None, None
-    intake = read_report(raw, headers, invocation_id, sys.maxsize)
     s = intake.source
     source = f"{s.topic}/{s.partition}/{s.offset}" if s.topic is not None else None
-    return intake.report_id, source
+    return safe_text(intake.report_id), source and safe_text(source)
+
+
+def safe_text(text: str) -> str:
+    """`text` with any lone surrogate written as its escape: a model (and JSON) can hold it."""
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
 def event_failure(events: Sequence[Mapping[str, Any]]) -> EventFailure:
@@ -125,22 +137,27 @@ def event_failure(events: Sequence[Mapping[str, Any]]) -> EventFailure:
 
 
 def _timestamp(value: Any) -> datetime | None:
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
 
 
 def _first_line(text: Any) -> str | None:
-    if not text:
+    lines = safe_text(str(text or "")).strip().splitlines()
+    if not lines:
         return None
-    line = str(text).strip().splitlines()[0]
-    return line if len(line) <= 300 else line[:297] + "..."
+    return lines[0] if len(lines[0]) <= 300 else lines[0][:297] + "..."
 
 
 def invocation_of(row: Mapping[str, Any], position: JournalPosition, failure: EventFailure) -> Invocation:
     created = _timestamp(row.get("created_at")) or datetime.fromtimestamp(0, UTC)
     current = row.get("last_failure")  # set while the invocation retries; cleared when it pauses
+    step = position.step or row.get("last_failure_related_command_name") or failure.step
+    code = row.get("last_failure_error_code") if current else failure.code
     return Invocation(
-        id=str(row["id"]),
-        status=str(row.get("status")),
+        id=safe_text(str(row["id"])),
+        status=safe_text(str(row.get("status"))),
         report_id=position.report_id,
         source=position.source,
         created_at=created,
@@ -149,8 +166,8 @@ def invocation_of(row: Mapping[str, Any], position: JournalPosition, failure: Ev
         age_seconds=round(float(row.get("age_ms") or 0) / 1000, 1),
         attempts=None if row.get("retry_count") is None else int(row["retry_count"]),
         # The journal knows the step in progress; a failure may name an earlier, since-recovered one.
-        step=position.step or row.get("last_failure_related_command_name") or failure.step,
-        completed_steps=position.completed_steps,
+        step=safe_text(str(step)) if step else None,
+        completed_steps=[safe_text(name) for name in position.completed_steps],
         last_failure=_first_line(current or failure.message),
-        last_failure_code=row.get("last_failure_error_code") if current else failure.code,
+        last_failure_code=safe_text(str(code)) if code else None,
     )

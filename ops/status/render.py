@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ops.status.models import Status
+from ops.terminal import printable
 
 
 def _duration(seconds: float) -> str:
@@ -44,9 +45,9 @@ def render(status: Status) -> str:
     ]
     oldest = status.oldest_in_flight
     if oldest is not None:
-        where = f"on step {oldest.step!r}" if oldest.step else "not inside a step"
+        where = f"on step '{printable(oldest.step)}'" if oldest.step else "not inside a step"
         lines.append(
-            f"  oldest in flight: {oldest.id} (report {oldest.report_id or '?'}), created "
+            f"  oldest in flight: {oldest.id} (report {printable(oldest.report_id or '?')}), created "
             f"{_duration(oldest.age_seconds)} ago, {oldest.status} {where}"
             + ("" if oldest.attempts is None else f", attempts {oldest.attempts}")
         )
@@ -56,9 +57,10 @@ def render(status: Status) -> str:
         lines += _table(
             ["ID", "REPORT", "PAUSED", "ATTEMPTS", "STEP", "LAST FAILURE"],
             [
-                [p.id, p.report_id or "?", _since(status.generated_at, p.paused_at or p.modified_at),
+                [printable(p.id), _clip(printable(p.report_id or "?"), 40),
+                 _since(status.generated_at, p.paused_at or p.modified_at),
                  "-" if p.attempts is None else str(p.attempts),
-                 p.step or "-", _clip(p.last_failure or "-", 70)]
+                 printable(p.step or "-"), _clip(printable(p.last_failure or "-"), 70)]
                 for p in status.paused
             ],
         )  # fmt: skip
