@@ -7,6 +7,7 @@ restate-server to the real worker process.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import threading
@@ -186,6 +187,21 @@ class TestStack:
         )
         response.raise_for_status()
         return list(response.json()["rows"])
+
+    def invocation_of_key(self, key: str, timeout: float = 30) -> dict[str, Any]:
+        """id and status of the invocation of the record keyed `key` (Restate keeps the key, base64,
+        in the `kafka.key` header of the journal's input entry)."""
+        encoded = base64.b64encode(key.encode()).decode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.query(
+                "SELECT i.id AS id, i.status AS status FROM sys_invocation i JOIN sys_journal j ON j.id = i.id "
+                f"WHERE j.index = 0 AND i.target = 'ReportChain/process' AND j.entry_json LIKE '%{encoded}%'"
+            )
+            if rows:
+                return rows[0]
+            time.sleep(0.2)
+        raise AssertionError(f"no invocation of the record keyed {key!r} within {timeout} s")
 
     def journal(self, invocation_id: str) -> list[dict[str, Any]]:
         return self.query(
