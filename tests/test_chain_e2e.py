@@ -15,7 +15,7 @@ from devstack.setup import run_setup
 from tests.harness import TestStack, unique
 
 SAMPLES = Path(__file__).resolve().parent.parent / "producer" / "samples.jsonl"
-STEPS = ["Extract metrics", "Sort metrics", "Format as table", "Publish table"]
+STEPS = ["Input message", "Extract metrics", "Sort metrics", "Format as table", "Publish table"]
 
 
 def _close(a: float, b: float) -> bool:
@@ -53,10 +53,10 @@ def test_samples_sent_with_the_producer_cli_come_back_as_sorted_tables(
         assert value["table"].count("\n") >= len(values) + 1  # header, separator, one row per metric
         assert value["source"]["topic"] == "reports"
         assert value["invocation_id"].startswith("inv_")
-        assert [s["step"] for s in value["ledger"]["steps"]] == STEPS[:3]
+        assert [s["step"] for s in value["ledger"]["steps"]] == STEPS[1:4]
 
 
-def test_journal_shows_the_four_named_steps_in_order(offline_stack: TestStack) -> None:
+def test_journal_shows_the_named_steps_in_order(offline_stack: TestStack) -> None:
     report_id = unique("journal")
     offline_stack.send({"id": report_id, "message": "Revenue grew 12% to $4.5M with 310 customers."})
     offline_stack.flush()

@@ -4,10 +4,12 @@ duplicate, because the worker lets every running step finish and be journaled an
 table twice: the second test measures how often (a measurement, run with `-m bench`).
 
 `STOP_TEST_REPORTS` sets the load (300 here) and `STOP_TEST_LINGER_MS` the producer's linger in
-the graceful test (5000 here, to hold many publishes in flight at the stop). The README's numbers
-come from 1,500 reports with the default linger (5 ms), both tests:
+the graceful test (5000 here, to hold many publishes in flight at the stop); `STOP_TEST_WHOLE_STACK=1`
+stops the whole stack as `make down` does, not only the worker. The README's numbers come from
+1,500 reports with the default linger (5 ms), both tests:
 
-    STOP_TEST_REPORTS=1500 STOP_TEST_LINGER_MS=5 .venv/bin/pytest -s -m 'bench or not bench' tests/test_graceful_stop.py
+    STOP_TEST_REPORTS=1500 STOP_TEST_LINGER_MS=5 STOP_TEST_WHOLE_STACK=1 \
+        .venv/bin/pytest -s -m 'bench or not bench' tests/test_graceful_stop.py
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tests.harness import TABLES, TestStack, unique
 
 REPORTS = int(os.environ.get("STOP_TEST_REPORTS", "300"))
 LINGER_MS = os.environ.get("STOP_TEST_LINGER_MS", "5000")
+WHOLE_STACK = os.environ.get("STOP_TEST_WHOLE_STACK") == "1"
 TEMPLATES = [
     "Revenue was ${a}.{b}M, up {c}%, and we hired {d} engineers.",
     "Uptime reached 99.{b}{c}%, with {a} incidents and an MTTR of {d} minutes.",
@@ -79,13 +82,18 @@ def test_a_graceful_stop_of_the_worker_under_load_leaves_no_duplicate(stack: Tes
 
     def stop_then_start() -> None:
         # What `make down` does first (then it stops restate-server and Kafka, which adds nothing here
-        # but 20 s): SIGTERM, and wait until the worker has exited. Then `make up`.
-        stack.stack.worker.process.stop()
+        # but 20 s; STOP_TEST_WHOLE_STACK=1 does all of it): SIGTERM, and wait until the worker has
+        # exited. Then `make up`.
+        if WHOLE_STACK:
+            stack.stack.down()
+        else:
+            stack.stack.worker.process.stop()
         stack.stack.up()
 
     done, duplicates, recovered = outcomes_after(stack, "stop", stop_then_start)
     print(
-        f"\n[measured] worker SIGTERM -> make up with {REPORTS - done} of {REPORTS} reports unfinished: "
+        f"\n[measured] {'make down' if WHOLE_STACK else 'worker SIGTERM'} -> make up with {REPORTS - done} of "
+        f"{REPORTS} reports unfinished: "
         f"{duplicates} duplicate tables, all {REPORTS} done {recovered:.1f} s after the stop began",
         flush=True,
     )

@@ -165,7 +165,7 @@ def test_the_worker_publisher_logs_its_config_without_the_password(
             assert time.monotonic() < deadline, "the producer reported no connection error"
             time.sleep(0.1)
     finally:
-        publisher.close(timeout=1)
+        publisher.close()
     ready = next(r.getMessage() for r in caplog.records if "kafka producer ready" in r.getMessage())
     assert "'sasl.password': '***'" in ready
     assert "'security.protocol': 'SASL_SSL'" in ready and "'sasl.username': 'report-chain'" in ready

@@ -273,7 +273,14 @@ def test_an_attempt_cut_short_by_a_crash_does_not_use_up_the_step_budget(
     # Every attempt is in the journal: the failed one and the successful one (the cut-off one left nothing).
     journal = openai_stack.journal(record.json()["invocation_id"])
     runs = [e["name"] for e in journal if e["entry_type"] == "Command: Run"]
-    assert runs == ["Extract metrics", "Extract metrics", "Sort metrics", "Format as table", "Publish table"]
+    assert runs == [
+        "Input message",
+        "Extract metrics",
+        "Extract metrics",
+        "Sort metrics",
+        "Format as table",
+        "Publish table",
+    ]
 
 
 def test_a_fallback_model_takes_over_when_the_primary_is_refused(

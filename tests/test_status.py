@@ -148,6 +148,7 @@ def test_status_counts_a_table_a_dead_letter_and_a_paused_invocation(offline_sta
     middle = settled(stack)
     assert delta(middle, before) == {
         "invocations.completed_success": 2,
+        "steps.Input message": 2,
         **{f"steps.{s}": 1 for s in STEPS},
         "steps.Publish table": 1,
         "steps.Publish dead letter": 1,
@@ -176,10 +177,11 @@ def test_status_counts_a_table_a_dead_letter_and_a_paused_invocation(offline_sta
         eventually(lambda: invocation(stack, stuck or "").get("status") == "paused", "the pause", timeout=90)
 
         after = status_json(stack)
-        # Its first three steps are done (and counted); the publish is not.
+        # Its input and its three LLM steps are done (and counted); the publish is not.
         assert delta(after, middle) == {
             "invocations.paused": 1,
             "invocations.in_flight": 1,
+            "steps.Input message": 1,
             **{f"steps.{s}": 1 for s in STEPS},
         }
         [entry] = [p for p in after["paused"] if p["id"] == stuck]
@@ -187,7 +189,7 @@ def test_status_counts_a_table_a_dead_letter_and_a_paused_invocation(offline_sta
         assert entry["report_id"] == paused_report
         assert entry["source"].startswith("reports/")
         assert entry["step"] == "Publish table"
-        assert entry["completed_steps"] == STEPS
+        assert entry["completed_steps"] == ["Input message", *STEPS]
         # Once paused by the policy, Restate clears retry_count and last_failure from sys_invocation: the
         # failure shown comes from the journal's Paused event.
         assert entry["attempts"] in (None, 3)
@@ -215,6 +217,7 @@ def test_status_counts_a_table_a_dead_letter_and_a_paused_invocation(offline_sta
         final = settled(stack)
         assert delta(final, middle) == {
             "invocations.completed_success": 1,
+            "steps.Input message": 1,
             **{f"steps.{s}": 1 for s in STEPS},
             "steps.Publish table": 1,
             "end_to_end": 1,
