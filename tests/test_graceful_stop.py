@@ -5,10 +5,11 @@ table twice: the second test measures how often (a measurement, run with `-m ben
 
 `STOP_TEST_REPORTS` sets the load (300 here) and `STOP_TEST_LINGER_MS` the producer's linger in
 the graceful test (5000 here, to hold many publishes in flight at the stop); `STOP_TEST_WHOLE_STACK=1`
-stops the whole stack as `make down` does, not only the worker. The README's numbers come from
-1,500 reports with the default linger (5 ms), both tests:
+stops the whole stack as `make down` does, not only the worker; `STOP_TEST_LLM_LATENCY=<seconds>`
+runs the steps on the OpenAI provider against the test LLM server answering after that long, instead
+of the offline provider. The README's numbers come from 1,500 reports with the default linger (5 ms):
 
-    STOP_TEST_REPORTS=1500 STOP_TEST_LINGER_MS=5 STOP_TEST_WHOLE_STACK=1 \
+    STOP_TEST_REPORTS=1500 STOP_TEST_LINGER_MS=5 STOP_TEST_WHOLE_STACK=1 STOP_TEST_LLM_LATENCY=0.5 \
         .venv/bin/pytest -s -m 'bench or not bench' tests/test_graceful_stop.py
 """
 
@@ -17,15 +18,17 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from testllm import LLMServer
 from tests.harness import TABLES, TestStack, unique
 
 REPORTS = int(os.environ.get("STOP_TEST_REPORTS", "300"))
 LINGER_MS = os.environ.get("STOP_TEST_LINGER_MS", "5000")
 WHOLE_STACK = os.environ.get("STOP_TEST_WHOLE_STACK") == "1"
+LLM_LATENCY = float(os.environ.get("STOP_TEST_LLM_LATENCY", "0"))
 TEMPLATES = [
     "Revenue was ${a}.{b}M, up {c}%, and we hired {d} engineers.",
     "Uptime reached 99.{b}{c}%, with {a} incidents and an MTTR of {d} minutes.",
@@ -38,6 +41,17 @@ def message(i: int) -> str:
     return TEMPLATES[i % len(TEMPLATES)].format(
         a=rng.randint(2, 9), b=rng.randint(1, 9), c=rng.randint(11, 89), d=rng.randint(101, 990)
     )
+
+
+@pytest.fixture
+def load_env(stack: TestStack) -> Iterator[dict[str, str]]:
+    """The worker's environment for the load: the offline provider, or the test LLM server with latency."""
+    if not LLM_LATENCY:
+        yield {}
+        return
+    with LLMServer(latency=LLM_LATENCY) as server:
+        yield {"LLM_PROVIDER": "openai", "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": server.base_url}
+        stack.use_worker_env()
 
 
 def publishes_started(stack: TestStack) -> int:
@@ -73,12 +87,14 @@ def outcomes_after(stack: TestStack, prefix: str, interrupt: Callable[[], None])
     return done, sum(len(records) - 1 for records in outputs.values()), recovered
 
 
-def test_a_graceful_stop_of_the_worker_under_load_leaves_no_duplicate(stack: TestStack) -> None:
+def test_a_graceful_stop_of_the_worker_under_load_leaves_no_duplicate(
+    stack: TestStack, load_env: dict[str, str]
+) -> None:
     # Each publish waits 5 s in the producer (linger.ms) before it goes to the broker, so at the
     # stop hundreds of reports are inside `Publish table`, not only the few a fast broker shows:
     # a worker that abandoned them after its 4 s grace and then flushed its producer published
     # every one of them twice (the old worker did: 256 duplicates of 300 here).
-    stack.use_worker_env({"KAFKA_LINGER_MS": LINGER_MS})
+    stack.use_worker_env({**load_env, "KAFKA_LINGER_MS": LINGER_MS})
 
     def stop_then_start() -> None:
         # What `make down` does first (then it stops restate-server and Kafka, which adds nothing here
@@ -101,8 +117,10 @@ def test_a_graceful_stop_of_the_worker_under_load_leaves_no_duplicate(stack: Tes
 
 
 @pytest.mark.bench
-def test_sigkill_of_the_worker_under_load_may_duplicate_byte_identically(offline_stack: TestStack) -> None:
-    stack = offline_stack
+def test_sigkill_of_the_worker_under_load_may_duplicate_byte_identically(
+    stack: TestStack, load_env: dict[str, str]
+) -> None:
+    stack.use_worker_env(load_env)
 
     def kill_then_start() -> None:
         stack.stack.worker.process.kill()

@@ -31,6 +31,8 @@ LOOKUP_TIMEOUT_S = 10.0
 
 _learned: dict[str, int] = {}
 _lock = threading.Lock()
+_lookups: dict[str, asyncio.Future[int]] = {}
+"""Lookups in progress: the invocations that need a bound at the same time share one."""
 
 
 def producer_max_bytes() -> int:
@@ -48,11 +50,16 @@ def bound(topic_max: int, producer_max: int) -> int:
 
 
 async def record_bound(topic: str) -> int:
-    """The byte bound for records on `topic`, learned without blocking the event loop."""
+    """The byte bound for records on `topic`, learned without blocking the event loop (one lookup at a time)."""
     with _lock:
         if topic in _learned:
             return _learned[topic]
-    return await asyncio.to_thread(max_record_bytes, topic)
+    lookup = _lookups.get(topic)
+    if lookup is None:
+        lookup = asyncio.ensure_future(asyncio.to_thread(max_record_bytes, topic))
+        _lookups[topic] = lookup
+        lookup.add_done_callback(lambda _: _lookups.pop(topic, None))
+    return await asyncio.shield(lookup)
 
 
 async def batch_bound() -> int:
