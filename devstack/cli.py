@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from devstack.config import StackConfig
 from devstack.processes import StackError
@@ -32,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fetch (once) and verify the local model (LOCAL_MODEL_PATH, LOCAL_MODEL=hf:REPO/FILE, "
         "or the pinned default), then print its path",
     )
+    identity = sub.add_parser(
+        "identity",
+        help="write Restate's request-identity key pair into DIR unless one is there, and print the public key "
+        "(the Docker Compose `identity` service runs this before restate-server and the worker)",
+    )
+    identity.add_argument("--dir", required=True, type=Path, metavar="DIR", help="where the key files go")
     sub.add_parser(
         "setup",
         help="idempotent setup against any Kafka + Restate + worker (configured by environment: "
@@ -45,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "setup":
             run_setup(SetupConfig.from_env())
+            return EXIT_OK
+        if args.command == "identity":
+            from devstack.identity import ensure_key_pair
+
+            pair, made = ensure_key_pair(args.dir)
+            print(f"{'made' if made else 'kept'} {pair.private_pem}; public key {pair.public_key}")
             return EXIT_OK
         if args.command == "model":
             from devstack.localmodel import main as model_main

@@ -158,8 +158,8 @@ class _Read:
         self.origins: dict[str, set[str]] = {}
         """Report id -> the reports (origins) carrying it."""
         self.seen_ids: set[str] = set()
-        # Dead letters wait until the tables topic has caught up: a replayed report has
-        # a dead letter and, later, a table, and the table is its outcome.
+        # Dead letters wait until both topics have caught up: a replayed report has a dead
+        # letter and, later, a table (its outcome) or another dead letter (the latest one is).
         self.held: dict[str, Result] = {}
         self.catching_up: set[tuple[str, int]] = set()
         self.ends: dict[tuple[str, int], int] = {}
@@ -181,7 +181,7 @@ class _Read:
             message = self.consumer.poll(0.2 if remaining is None else min(0.2, remaining))
             if message is not None:
                 self._handle(message)
-            if self.held and not self._tables_catching_up():
+            if self.held and not self.catching_up:
                 self._release_held()
         self._release_held()  # stopped early: show what is known
         self.summary.missing = sorted(self.options.ids - self.seen_ids)
@@ -234,7 +234,7 @@ class _Read:
             self.summary.duplicates += 1  # the same outcome published again (a crash between ack and journal)
             return
         self.records.add(fingerprint)
-        if result.kind == "dead_letter" and self._tables_catching_up():
+        if result.kind == "dead_letter" and self.catching_up:
             if self.held.pop(result.origin, None) is not None:
                 self.summary.superseded += 1  # a later dead letter of the same report (a failed replay)
             self.held[result.origin] = result
@@ -242,9 +242,6 @@ class _Read:
         if result.kind == "table" and self.held.pop(result.origin, None) is not None:
             self.summary.superseded += 1  # the dead letter this table replaces
         self._emit(result)
-
-    def _tables_catching_up(self) -> bool:
-        return any(topic == self.options.tables_topic for topic, _ in self.catching_up)
 
     def _release_held(self) -> None:
         held, self.held = self.held, {}

@@ -11,9 +11,13 @@ from worker.models import Step
 
 @dataclass(frozen=True)
 class Correct:
-    """A correct answer, computed from the request; for extract, `quotes` ([{name, quote, unit}]) overrides it."""
+    """A correct answer, computed from the request; for extract, `quotes` ([{name, quote, unit}]) overrides it.
+
+    `usage` replaces the response's usage block (as a proxy that mangles it would, e.g. a string count).
+    """
 
     quotes: Sequence[Mapping[str, str]] | None = None
+    usage: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -249,9 +249,17 @@ class LLMServer:
             answer = correct_answer(correct, step, messages)
         except ValueError as err:
             return _Reply(400, {"error": {"message": str(err), "type": "invalid_request_error", "param": None}})
-        return self._completion(model, messages, json.dumps(answer), correct=True)
+        return self._completion(model, messages, json.dumps(answer), correct=True, usage=correct.usage)
 
-    def _completion(self, model: str, messages: list[dict[str, Any]], content: str, *, correct: bool) -> _Reply:
+    def _completion(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        content: str,
+        *,
+        correct: bool,
+        usage: Mapping[str, Any] | None = None,
+    ) -> _Reply:
         # Unique across server instances too: tests match journaled ids against this server's log.
         response_id = f"chatcmpl-{self._instance}-{next(self._response_ids)}"
         prompt_tokens = _prompt_tokens(messages)
@@ -270,7 +278,9 @@ class LLMServer:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {
+            "usage": dict(usage)
+            if usage is not None
+            else {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,

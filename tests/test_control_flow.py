@@ -6,14 +6,12 @@ journaled by `Input message`), where the old handler's replay diverged from its 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
-from typing import Any
 
 from devstack.components import restate_cli
-from testllm import Hang, LLMServer, Status
+from testllm import Correct, Hang, LLMServer, Status
 from tests.harness import DLQ, TABLES, OutputRecord, TestStack, unique
 
 
@@ -70,23 +68,14 @@ def test_a_cancel_ends_as_a_cancelled_dead_letter(stack: TestStack, llm_server: 
     print(f"\n[measured] cancel -> dead letter in {seconds:.2f} s", flush=True)
 
 
-def _broken_usage() -> dict[str, Any]:
-    """A 200 whose usage block a proxy mangled: the provider's code trips over it (a ValidationError)."""
-    content = json.dumps({"metrics": [{"name": "Revenue", "value": 5000000, "unit": "USD"}]})
-    return {
-        "id": "chatcmpl-broken",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "test-model",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": "lots", "completion_tokens": 1, "total_tokens": 1},
-    }
+# A usage block a proxy mangled: the provider's own code trips over it (a ValidationError).
+BROKEN_USAGE = {"prompt_tokens": "lots", "completion_tokens": 1, "total_tokens": 1}
 
 
 def test_an_unexpected_exception_in_a_step_uses_up_its_attempts(stack: TestStack, llm_server: LLMServer) -> None:
     stack.use_worker_env(env(llm_server))
     rid = unique("unexpected")
-    llm_server.script(rid, "extract", [Status(200, body=_broken_usage())] * 3)
+    llm_server.script(rid, "extract", [Correct(usage=BROKEN_USAGE)] * 3)
     stack.send({"id": rid, "message": "Revenue was $5M, up 3%."}, key=rid)
     stack.flush()
     letter = one_outcome(stack, rid)

@@ -169,7 +169,7 @@ def test_a_sort_the_model_keeps_failing_falls_back_to_code(openai_stack: TestSta
     # Every attempt of every link is journaled under the step's name, and the move to code is marked.
     journal = openai_stack.journal(value["invocation_id"])
     runs = [e["name"] for e in journal if e["entry_type"] == "Command: Run"]
-    assert runs == ["Extract metrics"] + ["Sort metrics"] * 4 + ["Format as table", "Publish table"]
+    assert runs == ["Input message", "Extract metrics"] + ["Sort metrics"] * 4 + ["Format as table", "Publish table"]
     sleeps = [e["name"] for e in journal if e["entry_type"] == "Command: Sleep"]
     assert sleeps == ["Sort metrics: retry", "Sort metrics: retry", "Sort metrics: fallback to code"]
     # report-status counts the fallbacks per step from those markers.

@@ -32,7 +32,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from testllm import Behaviour, Call, Hang, LLMServer, Malformed, Status
 from tests.harness import DLQ, REPORTS, TABLES, OutputRecord, TestStack, unique
 from worker import faults
-from worker.models import Delivery, Ledger, Source, TableRecord
+from worker.models import Delivery, Ledger, Published, Source, TableRecord
 from worker.settings import Settings, settings_from
 
 STEPS = {"extract": "Extract metrics", "sort": "Sort metrics", "format": "Format as table"}
@@ -81,9 +81,14 @@ def kill(stack: TestStack, component: str) -> float:
     return at
 
 
-def journaled_response_ids(stack: TestStack, invocation_id: str | None = None) -> dict[str, str]:
-    """response id -> step name of every LLM step result in Restate's journal (one invocation, or all)."""
+def journaled_response_ids(
+    stack: TestStack, invocation_id: str | None = None, since: float | None = None
+) -> dict[str, str]:
+    """response id -> step name of every LLM step result in Restate's journal (one invocation, or all;
+    only those journaled since `since`, a time.time(), when given: the session's whole journal is slow to read)."""
     where = "entry_type = 'Notification: Run'" + (f" AND id = '{invocation_id}'" if invocation_id else "")
+    if since is not None:
+        where += f" AND CAST(appended_at AS BIGINT) >= {int(since * 1000)}"
     found = {}
     for row in stack.query(f"SELECT entry_json FROM sys_journal WHERE {where}"):
         result = json.loads(row["entry_json"])["Notification"]["Completion"]["Run"]["result"]
@@ -329,9 +334,9 @@ def test_fault_injection_is_off_unless_configured_and_crashes_once_per_report(
     def fake_exit(code: int) -> None:
         exits.append(code)
 
-    async def publish(record: TableRecord) -> Delivery:
+    async def publish(record: TableRecord) -> Published:
         published.append(record.report_id)
-        return Delivery(topic=TABLES, partition=0, offset=len(published))
+        return Published(delivery=Delivery(topic=TABLES, partition=0, offset=len(published)))
 
     def publish_all(settings: Settings, *report_ids: str) -> None:
         step = faults.with_faults(publish, settings)
@@ -374,10 +379,11 @@ def test_restate_sigkill_with_reports_in_flight_loses_nothing(recovery: TestStac
     llm.latency = 0.3
     warm_up(stack)
     run = unique("rkill")
+    sent_at = time.time()
     ids = send_staggered(stack, run, 50, interval=0.03)
     wait_until("the first tables", lambda: tables_among(stack, ids) >= 5, timeout=90)
     ours = {c.response_id for c in llm.successful_calls() if c.report_id.startswith(run)}
-    journaled_before = set(journaled_response_ids(stack)) & ours  # a moment before the kill
+    journaled_before = set(journaled_response_ids(stack, since=sent_at - 5)) & ours  # a moment before the kill
     kill(stack, "restate")
     finished_before = [rid for rid in ids if stack.outputs.records(rid)]
     assert len(finished_before) < len(ids), "every report finished before the kill: nothing was in flight"

@@ -26,37 +26,26 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devstack.components import ROLES_WITH_INGRESS
 from devstack.config import NODE_MODULES, REPO_ROOT, RESTATE_TOML
+from devstack.identity import PUBLIC_KEY_FILE, KeyPair, base58, ensure_key_pair, public_key_of
 from tests.harness import BASE_WORKER_ENV, DLQ, TestStack, unique
 
-BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 PROCESS_START_TIMEOUT = 30.0
 
 
-def base58(data: bytes) -> str:
-    """Bitcoin-alphabet base58, as Restate encodes request-identity public keys."""
-    number = int.from_bytes(data, "big")
-    digits = ""
-    while number:
-        number, rest = divmod(number, 58)
-        digits = BASE58[rest] + digits
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + digits
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    private_pem: Path
-    public_key: str
-    """`publickeyv1_<base58 of the raw 32-byte ed25519 public key>`, the form the SDK expects."""
-
-
 def make_key_pair(directory: Path) -> KeyPair:
-    key = Ed25519PrivateKey.generate()
-    pem = directory / f"{unique('identity')}.pem"
-    # PKCS#8 PEM, what `openssl genpkey -algorithm ed25519` writes and restate-server reads.
-    pem.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return KeyPair(pem, _public_key(key))
+    """A new pair, as `python -m devstack identity` makes it (the Docker Compose `identity` service)."""
+    pair, made = ensure_key_pair(directory / unique("identity"))
+    assert made
+    return pair
+
+
+def test_the_key_pair_is_made_once_and_its_private_key_is_private(tmp_path: Path) -> None:
+    first, made = ensure_key_pair(tmp_path)
+    again, made_again = ensure_key_pair(tmp_path)
+    assert made and not made_again and again == first
+    assert first.public_key.startswith("publickeyv1_")
+    assert (tmp_path / PUBLIC_KEY_FILE).read_text().strip() == first.public_key
+    assert first.private_pem.stat().st_mode & 0o077 == 0, "the private key is readable by others"
 
 
 def test_base58_matches_known_vectors() -> None:
@@ -168,14 +157,15 @@ class SignedWorker:
     url: str
 
 
-def start_worker(work_dir: Path, kafka_bootstrap: str, identity_keys: str) -> SignedWorker:
+def start_worker(work_dir: Path, kafka_bootstrap: str, identity_keys_file: Path) -> SignedWorker:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")},
         **BASE_WORKER_ENV,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "WORKER_BIND": f"127.0.0.1:{port}",
-        "RESTATE_IDENTITY_KEYS": identity_keys,
+        # The file `python -m devstack identity` writes, as the Docker Compose worker reads it.
+        "RESTATE_IDENTITY_KEYS_FILE": str(identity_keys_file),
         "PYTHONPATH": str(REPO_ROOT),
     }
     process = Process("signed-worker", [sys.executable, "-m", "worker"], env, work_dir)
@@ -205,7 +195,7 @@ def signed(stack: TestStack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         restate = start_restate("restate-signing", work_dir, keys.private_pem)
         started.append(restate.process)
-        worker = start_worker(work_dir, stack.cfg.kafka_bootstrap, keys.public_key)
+        worker = start_worker(work_dir, stack.cfg.kafka_bootstrap, keys.private_pem.parent / PUBLIC_KEY_FILE)
         started.append(worker.process)
         yield SignedSetup(keys, restate, worker)
     finally:
@@ -254,12 +244,6 @@ def test_the_worker_refuses_unsigned_requests(signed: SignedSetup, path: str) ->
     assert response.status_code == 401, (response.status_code, response.text)
 
 
-def _public_key(key: Ed25519PrivateKey) -> str:
-    return "publickeyv1_" + base58(
-        key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    )
-
-
 def _jwt(key: Ed25519PrivateKey, audience: str) -> str:
     """A v1 request signature: an EdDSA JWT whose audience is the request path, key id = public key."""
 
@@ -267,7 +251,7 @@ def _jwt(key: Ed25519PrivateKey, audience: str) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     now = int(time.time())
-    header = part(json.dumps({"typ": "JWT", "alg": "EdDSA", "kid": _public_key(key)}).encode())
+    header = part(json.dumps({"typ": "JWT", "alg": "EdDSA", "kid": public_key_of(key)}).encode())
     claims = part(json.dumps({"aud": audience, "nbf": now - 5, "exp": now + 60}).encode())
     return f"{header}.{claims}.{part(key.sign(f'{header}.{claims}'.encode()))}"
 

@@ -221,6 +221,11 @@ class Settings(BaseSettings):
     restate_identity_keys: str = Field(
         default="", description="Comma-separated Restate request-identity public keys (publickeyv1_...)."
     )
+    restate_identity_keys_file: Path | None = Field(
+        default=None,
+        description="A file of request-identity public keys (comma- or line-separated), e.g. the one "
+        "`python -m devstack identity` writes; added to RESTATE_IDENTITY_KEYS.",
+    )
 
     # Logging.
     log_level: str = "INFO"
@@ -275,7 +280,14 @@ class Settings(BaseSettings):
 
     @property
     def identity_keys(self) -> list[str]:
-        return [k.strip() for k in self.restate_identity_keys.split(",") if k.strip()]
+        """The request-identity public keys: RESTATE_IDENTITY_KEYS, plus those in RESTATE_IDENTITY_KEYS_FILE."""
+        listed = self.restate_identity_keys
+        if self.restate_identity_keys_file is not None:
+            try:
+                listed += "," + self.restate_identity_keys_file.read_text().replace("\n", ",")
+            except OSError as exc:
+                raise ValueError(f"RESTATE_IDENTITY_KEYS_FILE cannot be read: {exc.strerror}") from None
+        return [k.strip() for k in listed.split(",") if k.strip()]
 
     @property
     def restate_kafka(self) -> KafkaProperties:
