@@ -17,10 +17,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from worker.kafka_logs import librdkafka_logger
 from worker.models import SourceRef
 from worker.settings import get_settings
 
@@ -47,7 +47,7 @@ def _get_consumer() -> Consumer:
             "enable.auto.commit": "false",
             "enable.partition.eof": "true",
             "fetch.wait.max.ms": "10",
-            "logger": logging.getLogger("librdkafka"),
+            "logger": librdkafka_logger("worker.provenance.librdkafka"),
         }
         _consumer = Consumer(config)
     return _consumer
@@ -64,23 +64,31 @@ def _mismatch(claimed: SourceRef, raw: bytes | None) -> str | None:
         return f"it claims to come from topic {claimed.topic!r}, not from {reports_topic!r}"
     with _lock:
         stored = _read(_get_consumer(), claimed)
-    if stored is None:
+    if stored is _MISSING:
         return f"{claimed} holds no record"
     # Restate hands a null value (a tombstone) to the handler as an empty body.
-    if hashlib.sha256(stored[0] or b"").digest() != hashlib.sha256(raw or b"").digest():
+    value = stored if isinstance(stored, bytes) else b""
+    if hashlib.sha256(value).digest() != hashlib.sha256(raw or b"").digest():
         return f"its value differs from the record at {claimed}"
     return None
 
 
-def _read(consumer: Consumer, at: SourceRef) -> tuple[bytes | None] | None:
-    """(value,) of the record at `at`, or None when there is none (never written, or deleted by retention)."""
+class _Missing:
+    """No record at the coordinates (never written, deleted by retention or compacted away)."""
+
+
+_MISSING = _Missing()
+
+
+def _read(consumer: Consumer, at: SourceRef) -> bytes | _Missing | None:
+    """The value of the record at `at` (None for a tombstone), or _MISSING."""
     tp = TopicPartition(at.topic, at.partition, at.offset)
     try:
         low, high = consumer.get_watermark_offsets(tp, timeout=READ_TIMEOUT_S)
     except KafkaException as exc:
         raise SourceUnavailable(f"cannot read the offsets of {at.topic}[{at.partition}]: {exc}") from None
     if not low <= at.offset < high:
-        return None
+        return _MISSING
     consumer.assign([tp])
     try:
         deadline = time.monotonic() + READ_TIMEOUT_S
@@ -91,21 +99,16 @@ def _read(consumer: Consumer, at: SourceRef) -> tuple[bytes | None] | None:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    return None  # compacted away
+                    return _MISSING  # compacted away
                 raise SourceUnavailable(f"reading {at}: {error.str()}")
             offset = message.offset()
             if offset == at.offset:
-                return (message.value(),)
+                return message.value()
             if offset is not None and offset > at.offset:
-                return None  # compacted away: the log skips from before to after it
+                return _MISSING  # compacted away: the log skips from before to after it
         raise SourceUnavailable(f"reading {at} did not finish within {READ_TIMEOUT_S:g} s")
     finally:
         consumer.unassign()
-
-
-def claimed_source(headers: Mapping[str, str]) -> bool:
-    """Whether the request carries any `kafka.*` coordinate header at all."""
-    return any(k.lower() in ("kafka.topic", "kafka.partition", "kafka.offset") for k in headers)
 
 
 def close() -> None:
