@@ -55,8 +55,13 @@ def create_app() -> ASGIApp:
                     await close_provider()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        if DRAIN.draining and scope["type"] == "http" and "/invoke/" in scope["path"]:
-            # Stopping: no new invocation (or resumed one) starts here; Restate retries it.
+        if (
+            DRAIN.draining
+            and scope["type"] == "http"
+            and ("/invoke/" in scope["path"] or scope["path"].endswith("/health"))
+        ):
+            # Stopping: no new invocation (or resumed one) starts here, Restate retries it; and /health
+            # says so, so that a balancer or a readiness probe sends the next ones to another replica.
             await _unavailable(send)
             return
         await restate_app(scope, receive, send)
