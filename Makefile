@@ -15,9 +15,15 @@ LOCAL_MODEL_FILE := .cache/models/qwen2.5-coder-0.5b-instruct.gguf.sha256
 ifdef LLM
 export LLM_PROVIDER := $(LLM)
 endif
+# `make up PROFILE=cluster`: 3 Kafka brokers, 3 restate-server nodes, worker processes behind HAProxy.
+PROFILE ?= single
+# `make up WORKERS=3`: worker processes behind one balancer (default: 1 single, 2 cluster).
+ifdef WORKERS
+export WORKER_PROCESSES := $(WORKERS)
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps up down status ps run test unit lint typecheck lock bench bench-llm bench-status chaos clean
+.PHONY: help deps haproxy up down status ps run test test-cluster unit lint typecheck lock bench bench-llm bench-status chaos clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,22 +61,30 @@ $(LOCAL_MODEL_FILE): devstack/local-model.txt devstack/localmodel.py $(VENV)/.in
 	env -u LOCAL_MODEL -u LOCAL_MODEL_PATH $(PY) -m devstack model >/dev/null
 	@touch $@
 
-deps: $(VENV)/.installed $(KAFKA_LIBS)/.fetched node_modules/.installed $(LOCAL_MODEL_FILE)  ## install Python deps, Kafka jars, Restate, the local model (cached)
+# HAProxy balances several worker processes (WORKER_PROCESSES > 1, the cluster profile):
+# Debian's package, installed when missing (as root, e.g. in CI), else say how.
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends 'haproxy=2.6.*'; \
+		else echo "haproxy is missing: install HAProxy 2.6+ (Debian/Ubuntu: sudo apt-get install haproxy)"; exit 1; fi; }
 
-up: deps  ## start Kafka, restate-server and the worker (what is not running), then set up; LLM=local adds the local LLM
-	$(PY) -m devstack up
+deps: $(VENV)/.installed $(KAFKA_LIBS)/.fetched node_modules/.installed $(LOCAL_MODEL_FILE) haproxy  ## install Python deps, Kafka jars, Restate, the local model, HAProxy (cached)
 
-down:  ## stop what `make up` started
+up: deps  ## start the stack (what is not running), then set up; PROFILE=cluster, WORKERS=N, LLM=local
+	$(PY) -m devstack up --profile $(PROFILE)
+
+down:  ## stop whatever `make up` started (either profile)
 	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
 
-status: deps  ## pipeline status: invocations by state, paused work, step latency, lag
-	$(PY) -m ops.status
+status: deps  ## pipeline status: invocations by state, paused work, step latency, lag (of the running stack)
+	env $$($(PY) -m devstack env) $(PY) -m ops.status
 
 ps: deps  ## which local stack processes run
 	$(PY) -m devstack status
 
-run: deps  ## the demo: start the stack, send sample reports, print their tables (LLM=local: with a real local model)
-	$(PY) -m devstack demo
+run: deps  ## the demo: start the stack, send sample reports, print their tables (LLM=local: a real local model)
+	$(PY) -m devstack demo --profile $(PROFILE)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -79,8 +93,12 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-test: deps lint typecheck  ## lint, type-check, then the whole suite against real Kafka + Restate
+test: deps lint typecheck  ## lint, type-check, then the whole suite against real Kafka + Restate (two sessions)
 	$(VENV)/bin/pytest
+	$(MAKE) --no-print-directory test-cluster
+
+test-cluster: deps  ## the cluster session alone: kill a Restate node, a Kafka broker, a worker under load
+	$(VENV)/bin/pytest -m cluster tests/cluster
 
 unit: $(VENV)/.installed  ## the tests that need no services: only the Python venv (no JDK, Maven, npm or model)
 	$(VENV)/bin/pytest -m "not stack and not model and not bench"

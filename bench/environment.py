@@ -19,7 +19,7 @@ import httpx
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from devstack.config import REPO_ROOT, StackConfig
+from devstack.config import MAX_WORKER_PROCESSES, REPO_ROOT, StackConfig
 from devstack.processes import ManagedProcess, port_in_use
 from devstack.setup import run_setup
 from devstack.stack import Stack
@@ -51,8 +51,9 @@ class BenchEnvironment:
         run_dir = self.cfg.run_dir
         self.log = log
         self.stack = Stack(self.cfg, log=lambda line: log(f"stack: {line}"))
-        self.engine_floor_port = self.cfg.worker_port + 1
-        self.llm_port = self.cfg.worker_port + 2
+        # After the worker processes' ports (worker_port + 1 .. + MAX_WORKER_PROCESSES).
+        self.engine_floor_port = self.cfg.worker_port + MAX_WORKER_PROCESSES + 1
+        self.llm_port = self.cfg.worker_port + MAX_WORKER_PROCESSES + 2
         self.kafka_floor = ManagedProcess("kafka-floor", run_dir, [], marker="-m bench.kafka_floor")
         self.engine_floor = ManagedProcess(
             "engine-floor", run_dir, [self.engine_floor_port], marker="-m bench.engine_floor"
@@ -68,11 +69,11 @@ class BenchEnvironment:
         """A fresh stack: old bench processes stopped, data deleted, topics created before setup runs."""
         self.down()
         shutil.rmtree(self.cfg.run_dir, ignore_errors=True)
-        self.stack.worker.extra_env = dict(OFFLINE_ENV)
+        self.stack.worker_env = dict(OFFLINE_ENV)
         self._worker_env = dict(OFFLINE_ENV)
         started = time.monotonic()
-        for component in self.stack.components:
-            self.stack.start(component)
+        for tier in self.stack.tiers:
+            self.stack.start_all(tier)
         self._create_topics()
         run_setup(self.stack.setup_config(), log=lambda line: self.log(f"setup: {line}"))
         self.log(
@@ -122,9 +123,9 @@ class BenchEnvironment:
 
     def use_worker_env(self, env: Mapping[str, str]) -> None:
         """Restart the worker with `env` unless it already runs with it, and re-register it."""
-        if self._worker_env == dict(env) and self.stack.worker.process.is_running():
+        if self._worker_env == dict(env) and all(w.process.is_running() for w in self.stack.workers):
             return
-        self.stack.worker.extra_env = dict(env)
+        self.stack.worker_env = dict(env)
         self._worker_env = dict(env)
         self.stack.restart("worker")
         run_setup(self.stack.setup_config(), log=lambda _: None)

@@ -177,7 +177,7 @@ def _run(
     cfg = stack.cfg
     stack.down()
     shutil.rmtree(cfg.run_dir, ignore_errors=True)  # fresh data: the accounting reads whole topics
-    stack.worker.extra_env = worker_env(config, llm, cfg.run_dir)
+    stack.worker_env = worker_env(config, llm, cfg.run_dir)
     _say(f"[stack] up in {stack.up():.1f}s ({cfg.run_dir})")
 
     outputs = OutputCollector(cfg.kafka_bootstrap).start()

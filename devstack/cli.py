@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
-from devstack.config import StackConfig
+from devstack.config import PROFILES, SINGLE, StackConfig, profile_named, worker_processes_from_env
 from devstack.processes import StackError
 from devstack.setup import SetupConfig, SetupError, run_setup
 from devstack.stack import Stack
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,15 +20,40 @@ def _parser() -> argparse.ArgumentParser:
         prog="devstack",
         description="Local stack for the report-chain worker: Apache Kafka (KRaft), restate-server, the worker and, "
         "with LLM_PROVIDER=local, llama.cpp's server with a local model, as local processes with PID and log files "
-        "under .run/stack.",
+        "under .run/stack (profile `single`) or .run/cluster (profile `cluster`: 3 Kafka brokers, 3 Restate nodes, "
+        "worker processes behind HAProxy).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start what is not running, wait until healthy, then run setup")
-    sub.add_parser("demo", help="up, then send the sample reports and print their tables (what `make run` does)")
-    sub.add_parser("down", help="stop the processes `up` started")
+
+    def with_profile(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        command.add_argument(
+            "--profile",
+            choices=list(PROFILES),
+            default=None,
+            help="which stack: for up and demo the default is single, for the other commands the one "
+            "running. Worker processes: $WORKER_PROCESSES (default 1 for single, 2 for cluster)",
+        )
+        return command
+
+    with_profile(sub.add_parser("up", help="start what is not running, wait until healthy, then run setup"))
+    with_profile(
+        sub.add_parser("demo", help="up, then send the sample reports and print their tables (what `make run` does)")
+    )
+    sub.add_parser("down", help="stop every process of either profile")
     sub.add_parser("status", help="show which stack processes run")
-    restart = sub.add_parser("restart", help="restart one component (e.g. the worker after changing its environment)")
-    restart.add_argument("component", choices=["kafka", "restate", "llm", "worker"])
+    with_profile(
+        sub.add_parser(
+            "env",
+            help="print the running stack's addresses as shell variables (KAFKA_BOOTSTRAP_SERVERS, "
+            "RESTATE_ADMIN_URL, ...), for `env $(python -m devstack env) report-status`",
+        )
+    )
+    restart = with_profile(
+        sub.add_parser("restart", help="restart a component (e.g. the worker after changing its environment)")
+    )
+    restart.add_argument(
+        "component", help="kafka, restate, llm, worker, balancer (every one of that kind) or one: worker-2"
+    )
     sub.add_parser(
         "model",
         help="fetch (once) and verify the local model (LOCAL_MODEL_PATH, LOCAL_MODEL=hf:REPO/FILE, "
@@ -47,6 +73,53 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stacks() -> list[Stack]:
+    """One stack of each profile, shaped as it was last started."""
+    return [Stack(StackConfig.create(p).recorded()) for p in PROFILES.values()]
+
+
+def _chosen(command: str, profile: str | None) -> Stack:
+    """The stack a command acts on.
+
+    `up` and `demo` build the stack of `profile` (default: single) shaped by the environment
+    (WORKER_PROCESSES); the other commands act on the stack that runs, as it was started.
+    """
+    if command in ("up", "demo"):
+        chosen = profile_named(profile or SINGLE.name)
+        others = [s for s in _stacks() if s.cfg.profile != chosen and s.running()]
+        if others:
+            raise StackError(
+                f"a {others[0].cfg.profile.name} stack is running and shares ports with the {chosen.name} one: "
+                "`make down` first"
+            )
+        return Stack(StackConfig.create(chosen, worker_processes_from_env(chosen)))
+    stacks = _stacks()
+    if profile is not None:
+        return next(s for s in stacks if s.cfg.profile.name == profile)
+    return next((s for s in stacks if s.running()), stacks[0])
+
+
+def _describe(stack: Stack) -> str:
+    c = stack.cfg
+    workers = f"{c.worker_processes} worker process{'es' if c.worker_processes > 1 else ''}"
+    behind = f" behind {c.worker_url}" if c.balanced else f" at {c.worker_url}"
+    return (
+        f"{c.profile.name} stack: Kafka {c.kafka_bootstrap}, Restate UI {c.admin_url}, {workers}{behind} "
+        "(no HTTP ingress: only the Kafka subscription invokes it)"
+    )
+
+
+def _env_lines(stack: Stack) -> list[str]:
+    c = stack.cfg
+    values = {
+        "KAFKA_BOOTSTRAP_SERVERS": c.kafka_bootstrap,
+        "RESTATE_ADMIN_URL": c.admin_url,
+        "RESTATE_INGRESS_URL": c.ingress_url,
+        "WORKER_URL": c.worker_url,
+    }
+    return [f"{name}={shlex.quote(value)}" for name, value in values.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -63,23 +136,32 @@ def main(argv: list[str] | None = None) -> int:
             from devstack.localmodel import main as model_main
 
             return model_main()
-        stack = Stack(StackConfig())
+        if args.command == "down":
+            for stack in _stacks():
+                stack.down()
+            return EXIT_OK
+        if args.command == "status":
+            for stack in _stacks():
+                if stack.running() or stack.cfg.profile == SINGLE:
+                    print(_describe(stack))
+                    for name, pid in stack.status().items():
+                        print(f"  {name:<10} {'running, pid ' + str(pid) if pid else 'not running'}")
+            return EXIT_OK
+        stack = _chosen(args.command, args.profile)
         if args.command == "up":
             seconds = stack.up()
-            c = stack.cfg
-            print(f"stack is up in {seconds:.1f} s: Kafka {c.kafka_bootstrap}, Restate UI {c.admin_url}, "
-                  f"worker {c.worker_url} (no HTTP ingress: only the Kafka subscription invokes it)")  # fmt: skip
+            print(f"stack is up in {seconds:.1f} s. {_describe(stack)}")
         elif args.command == "demo":
             from devstack.demo import run_demo
 
             return run_demo(stack)
-        elif args.command == "down":
-            stack.down()
         elif args.command == "restart":
             stack.restart(args.component)
-        elif args.command == "status":
-            for name, pid in stack.status().items():
-                print(f"{name:<8} {'running, pid ' + str(pid) if pid else 'not running'}")
+        elif args.command == "env":
+            print(" ".join(_env_lines(stack)))
+    except ValueError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (StackError, SetupError) as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return EXIT_FAILED

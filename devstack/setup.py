@@ -194,12 +194,17 @@ def ensure_subscription(client: httpx.Client, cfg: SetupConfig, log: Callable[[s
     return str(created.json()["id"])
 
 
-def kafka_reachable(props: Mapping[str, str]) -> bool:
-    """True when a broker answers a metadata request (any failure means "not yet")."""
+def kafka_brokers(props: Mapping[str, str]) -> set[int]:
+    """The ids of the brokers a metadata request lists (empty when none answers)."""
     try:
-        return bool(AdminClient({**props, "log_level": "0"}).list_topics(timeout=2).brokers)
-    except Exception:  # noqa: BLE001
-        return False
+        return set(AdminClient({**props, "log_level": "0"}).list_topics(timeout=2).brokers)
+    except Exception:  # noqa: BLE001  (any failure means "not yet")
+        return set()
+
+
+def kafka_reachable(props: Mapping[str, str]) -> bool:
+    """True when a broker answers a metadata request."""
+    return bool(kafka_brokers(props))
 
 
 def _http_reachable(url: str) -> bool:

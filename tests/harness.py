@@ -134,7 +134,7 @@ class TestStack:
         self.cfg = cfg
         self.stack = Stack(cfg, log=lambda line: print(f"[stack] {line}", flush=True))
         self.worker_env: dict[str, str] = dict(BASE_WORKER_ENV)
-        self.stack.worker.extra_env = dict(self.worker_env)
+        self.stack.worker_env = dict(self.worker_env)
         self.producer = Producer({"bootstrap.servers": cfg.kafka_bootstrap, "linger.ms": "2", "log_level": "0"})
         self.outputs = OutputWatcher(cfg.kafka_bootstrap)
 
@@ -155,10 +155,10 @@ class TestStack:
     def use_worker_env(self, env: Mapping[str, str] | None = None) -> None:
         """Run the worker with BASE_WORKER_ENV plus `env`; restarts it only when that changes."""
         wanted = {**BASE_WORKER_ENV, **(env or {})}
-        if wanted == self.worker_env and self.stack.worker.process.is_running():
+        if wanted == self.worker_env and all(w.process.is_running() for w in self.stack.workers):
             return
         self.worker_env = wanted
-        self.stack.worker.extra_env = dict(wanted)
+        self.stack.worker_env = dict(wanted)
         if self.stack.llm.wanted():  # LLM_PROVIDER=local: the local LLM server first (a no-op when it runs)
             self.stack.start(self.stack.llm, timeout=180)
         self.stack.restart("worker")

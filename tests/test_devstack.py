@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
+from devstack.components import Balancer, Kafka, Restate
+from devstack.config import CLUSTER, MAX_WORKER_PROCESSES, SINGLE, StackConfig
 from devstack.processes import ManagedProcess, StackError
 from devstack.setup import run_setup
+from devstack.stack import Stack
 from tests.harness import TestStack
 
 
@@ -119,3 +125,108 @@ def test_the_demo_links_the_ui_to_this_runs_invocations() -> None:
     assert json.loads(query["filter_created_at"]) == {"operation": "AFTER", "value": "2026-12-03T23:17:11.212Z"}
     assert (query["sort_field"], query["sort_order"]) == ("created_at", "DESC")
     assert "filter_status" not in query  # no status filter: finished invocations are the ones to look at
+
+
+# -- profiles and port layout (no processes) ----------------------------------------------------------
+
+
+def _all_shapes() -> list[StackConfig]:
+    return [
+        StackConfig.create(profile, workers)
+        for profile in (SINGLE, CLUSTER)
+        for workers in range(1, MAX_WORKER_PROCESSES + 1)
+    ]
+
+
+@pytest.mark.parametrize("cfg", _all_shapes(), ids=lambda c: f"{c.profile.name}-{c.worker_processes}")
+def test_a_stack_never_uses_a_port_twice(cfg: StackConfig) -> None:
+    ports = cfg.ports()
+    assert len(ports) == len(set(ports)), sorted(ports)
+
+
+def test_stacks_whose_offsets_differ_by_hundreds_never_collide() -> None:
+    # Any two shapes, at offsets 0 and 100..900: no shared port (TEST_STACK_OFFSET per engineer).
+    widest = {port for cfg in _all_shapes() for port in cfg.ports()}
+    for step in range(100, 1000, 100):
+        assert not widest & {port + step for port in widest}, step
+
+
+def test_cluster_ports_are_the_documented_ones() -> None:
+    cfg = StackConfig.create(CLUSTER)
+    stack = Stack(cfg)
+    assert [k.port for k in stack.kafka_nodes] == [9092, 9093, 9094]
+    assert [k.controller_port for k in stack.kafka_nodes] == [9095, 9096, 9097]
+    assert [(r.admin_port, r.ingress_port) for r in stack.restate_nodes] == [(9070, 8080), (9071, 8081), (9072, 8082)]
+    assert [w.port for w in stack.workers] == [9081, 9082]
+    assert cfg.worker_url == "http://127.0.0.1:9080" and stack.balancer is not None
+    assert cfg.kafka_bootstrap == "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
+
+
+def test_one_worker_process_needs_no_balancer() -> None:
+    stack = Stack(StackConfig.create(SINGLE, 1))
+    assert stack.balancer is None
+    assert [w.name for w in stack.workers] == ["worker"] and stack.worker.port == 9080
+    two = Stack(StackConfig.create(SINGLE, 2))
+    assert [w.port for w in two.workers] == [9081, 9082] and two.balancer is not None
+
+
+def test_kafka_brokers_form_one_quorum_with_two_in_sync_replicas() -> None:
+    properties = [Kafka(StackConfig.create(CLUSTER), n)._properties() for n in (1, 2, 3)]
+    voters = "controller.quorum.voters=1@127.0.0.1:9095,2@127.0.0.1:9096,3@127.0.0.1:9097"
+    for n, text in enumerate(properties, start=1):
+        lines = set(text.splitlines())
+        assert {f"node.id={n}", voters, "default.replication.factor=3", "min.insync.replicas=2"} <= lines
+        assert {"offsets.topic.replication.factor=3", "transaction.state.log.min.isr=2"} <= lines
+    single = set(Kafka(StackConfig.create(SINGLE))._properties().splitlines())
+    assert {"default.replication.factor=1", "min.insync.replicas=1", "offsets.topic.replication.factor=1"} <= single
+
+
+def test_restate_nodes_form_one_cluster_provisioned_by_exactly_one() -> None:
+    nodes = Stack(StackConfig.create(CLUSTER)).restate_nodes
+    envs = [node.env() for node in nodes]
+    assert [env["RESTATE_AUTO_PROVISION"] for env in envs] == ["true", "false", "false"]
+    peers = ["http://127.0.0.1:5122", "http://127.0.0.1:5123", "http://127.0.0.1:5124"]
+    for env in envs:
+        assert json.loads(env["RESTATE_METADATA_CLIENT__ADDRESSES"]) == peers
+        assert env["RESTATE_METADATA_CLIENT__TYPE"] == "replicated"
+        assert env["RESTATE_BIFROST__DEFAULT_PROVIDER"] == "replicated"
+        assert env["RESTATE_DEFAULT_REPLICATION"] == "2"
+        assert set(json.loads(env["RESTATE_ROLES"])) == {
+            "http-ingress", "admin", "worker", "log-server", "metadata-server",
+        }  # fmt: skip
+    assert len({env["RESTATE_ADVERTISED_ADDRESS"] for env in envs}) == 3
+    assert len({node.node_name for node in nodes}) == 3
+    # The single node keeps its name (its data lives under it) and gets no cluster settings.
+    single = Restate(StackConfig.create(SINGLE))
+    assert single.node_name == "devstack" and "RESTATE_AUTO_PROVISION" not in single.env()
+
+
+def test_the_balancer_config_is_valid_haproxy(tmp_path: Path) -> None:
+    # HAProxy itself checks the file (`make deps` installs it; missing, this fails).
+    balancer = Balancer(replace(StackConfig.create(SINGLE, 3), run_dir=tmp_path))
+    balancer.prepare()
+    haproxy = shutil.which("haproxy")
+    assert haproxy, "haproxy is not installed: run `make deps`"
+    checked = subprocess.run([haproxy, "-c", "-f", str(balancer.config_file)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    servers = [line.split()[1:3] for line in balancer.config().splitlines() if line.strip().startswith("server ")]
+    assert servers == [["worker-1", "127.0.0.1:9081"], ["worker-2", "127.0.0.1:9082"], ["worker-3", "127.0.0.1:9083"]]
+
+
+def test_worker_processes_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.settings import Settings
+
+    monkeypatch.setenv("WORKER_PROCESSES", "3")
+    assert Settings().worker_processes == 3
+    monkeypatch.setenv("WORKER_PROCESSES", "10")
+    with pytest.raises(ValueError, match="worker_processes"):
+        Settings()
+    with pytest.raises(ValueError, match="worker_processes must be 1 to 9"):
+        StackConfig.create(SINGLE, 10)
+
+
+def test_up_records_the_shape_that_other_commands_act_on(tmp_path: Path) -> None:
+    cfg = StackConfig.create(SINGLE, 3, run_dir=tmp_path)
+    cfg.record()
+    assert StackConfig.create(SINGLE, run_dir=tmp_path).recorded().worker_processes == 3
+    assert StackConfig.create(SINGLE, run_dir=tmp_path / "none").recorded().worker_processes == 1

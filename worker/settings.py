@@ -218,6 +218,13 @@ class Settings(BaseSettings):
 
     # Serving.
     worker_bind: str = "0.0.0.0:9080"
+    worker_processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=9,
+        description="Worker processes the local stack (devstack) runs behind one balancer; "
+        "default 1 (single profile) or 2 (cluster profile). Each has its own LLM_MAX_CONCURRENCY.",
+    )
     restate_identity_keys: str = Field(
         default="", description="Comma-separated Restate request-identity public keys (publickeyv1_...)."
     )
