@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from chaos.inputs import EXPECTED_REASONS, VALID_REASONS
+from chaos.schedule import component_kind
 from worker.models import DeadLetter, OutcomeKind, StepFact, TableRecord
 
 LLM_STEPS = {"Extract metrics": "extract", "Sort metrics": "sort", "Format as table": "format"}
@@ -302,6 +303,8 @@ class _Evidence:
     """(down, up) wall-clock intervals of the worker and restate-server."""
     journaled_before_kills: frozenset[str]
     """Response ids Restate's journal held right before a kill."""
+    concurrent_grace_s: float = 0.0
+    """How long an LLM call takes: later calls that started within it overlapped the journaled one."""
 
 
 class _StepCheck:
@@ -326,8 +329,12 @@ class _StepCheck:
                 )
             )
         if kept:
-            first = min(c.seq for c in kept)
-            later = [c.seq for c in calls if c.seq > first]
+            journaled_call = min(kept, key=lambda c: c.seq)
+            first = journaled_call.seq
+            # A call that started while the journaled one was still being answered is not a re-run of a
+            # completed step but a concurrent attempt (a leadership handover): the caller counts those.
+            answered_at = journaled_call.received_at + evidence.concurrent_grace_s
+            later = [c.seq for c in calls if c.seq > first and c.received_at >= answered_at]
             if later:
                 self.reruns.append(
                     ReRun(
@@ -373,6 +380,7 @@ def account(
     step_max_attempts: int = 3,
     llm_fault_rate: float = 0.0,
     journaled_before_kills: Collection[str] = (),
+    concurrent_grace_s: float = 0.0,
 ) -> Accounting:
     """Apply every rule; the result says what happened and whether the run passed."""
     unparseable: list[str] = []
@@ -386,9 +394,10 @@ def account(
         outages=[
             (f.killed_at, f.restarted_at if f.restarted_at is not None else float("inf"))
             for f in faults
-            if f.component in ("worker", "restate")
+            if component_kind(f.component) in ("worker", "restate")
         ],
         journaled_before_kills=frozenset(journaled_before_kills),
+        concurrent_grace_s=concurrent_grace_s,
     )
 
     sent_ids = {s.report_id for s in sent}

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from chaos.accounting import FaultEvent
-from chaos.schedule import ProcessFault
+from chaos.schedule import ProcessFault, component_kind
 from devstack.stack import Stack
 
 RESTART_TIMEOUT_S = 180.0  # a cold Kafka start on a loaded 2-core machine can take a while
@@ -80,16 +80,16 @@ class FaultInjector:
             self._stop.wait(0.25)
 
     def _watchdog(self) -> None:
-        worker = self.stack.component("worker")
-        if worker.process.is_running():
-            return
-        at = time.time()
-        self.log(f"worker exited by itself at +{at - self.started_at:.0f}s; restarting it")
-        self._restart("worker", "exited", at)
+        for worker in self.stack.workers:
+            if worker.process.is_running():
+                continue
+            at = time.time()
+            self.log(f"{worker.name} exited by itself at +{at - self.started_at:.0f}s; restarting it")
+            self._restart(worker.name, "exited", at)
 
     def _inject(self, fault: ProcessFault) -> None:
         component = self.stack.component(fault.component)
-        if fault.component != "kafka":
+        if component_kind(fault.component) != "kafka":
             snapshot = self.journal()
             with self._lock:
                 self.journaled_before_kills |= snapshot or set()

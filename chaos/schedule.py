@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import random
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 
 class LLMFault(StrEnum):
@@ -74,7 +74,13 @@ def llm_fault(seed: int, rates: LLMFaultRates, report_id: str, step: str, attemp
     return None
 
 
-Component = Literal["worker", "restate", "kafka"]
+# A stack component: a kind (every one of it) or one process of a cluster, e.g. `restate-2`, `worker-1`.
+Component = Annotated[str, StringConstraints(pattern=r"^(worker|restate|kafka)(-[1-9])?$")]
+
+
+def component_kind(component: str) -> str:
+    """`restate-2` -> `restate`."""
+    return component.split("-", 1)[0]
 
 
 class ProcessFault(BaseModel):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -340,6 +341,12 @@ def _error_body(code: int, api_key: str) -> dict[str, Any]:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # load tests open many connections at once
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a killed worker, an abandoned attempt) is expected, not a server error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
