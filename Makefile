@@ -10,6 +10,9 @@ LOCK := requirements.lock
 DEV_LOCK := requirements-dev.lock
 PIP_TOOLS := .cache/pip-tools
 LOCK_FLAGS := --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links
+# The real Docker Compose, built from the Go module proxy: tests/test_compose.py runs its `config`.
+COMPOSE_VERSION := v2.40.3
+COMPOSE := .cache/compose-$(COMPOSE_VERSION)/docker-compose
 LOCAL_MODEL_FILE := .cache/models/qwen2.5-coder-0.5b-instruct.gguf.sha256
 # `make run LLM=local` (or openai, offline) picks the worker's provider.
 ifdef LLM
@@ -61,6 +64,16 @@ $(LOCAL_MODEL_FILE): devstack/local-model.txt devstack/localmodel.py $(VENV)/.in
 	env -u LOCAL_MODEL -u LOCAL_MODEL_PATH $(PY) -m devstack model >/dev/null
 	@touch $@
 
+# Built once (~2 min; go's caches make a rebuild quick), no Docker engine needed: `docker-compose config`
+# validates docker-compose.yml offline, profiles and interpolation included.
+$(COMPOSE):
+	@command -v go >/dev/null 2>&1 || { echo "go is missing: the compose tests build Docker Compose with it (Go 1.24+)"; exit 1; }
+	go mod download github.com/docker/compose/v2@$(COMPOSE_VERSION)
+	cd "$$(go mod download -json github.com/docker/compose/v2@$(COMPOSE_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$$/\1/p')" \
+		&& go build -trimpath -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$(COMPOSE_VERSION)" \
+			-o $(CURDIR)/$@.tmp ./cmd
+	mv $@.tmp $@
+
 # HAProxy balances several worker processes (WORKER_PROCESSES > 1, the cluster profile):
 # Debian's package, installed when missing (as root, e.g. in CI), else say how.
 haproxy:
@@ -69,7 +82,7 @@ haproxy:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends 'haproxy=2.6.*'; \
 		else echo "haproxy is missing: install HAProxy 2.6+ (Debian/Ubuntu: sudo apt-get install haproxy)"; exit 1; fi; }
 
-deps: $(VENV)/.installed $(KAFKA_LIBS)/.fetched node_modules/.installed $(LOCAL_MODEL_FILE) haproxy  ## install Python deps, Kafka jars, Restate, the local model, HAProxy (cached)
+deps: $(VENV)/.installed $(KAFKA_LIBS)/.fetched node_modules/.installed $(LOCAL_MODEL_FILE) haproxy $(COMPOSE)  ## install Python deps, Kafka jars, Restate, the local model, HAProxy, Docker Compose (cached)
 
 up: deps  ## start the stack (what is not running), then set up; PROFILE=cluster, WORKERS=N, LLM=local
 	$(PY) -m devstack up --profile $(PROFILE)

@@ -191,7 +191,11 @@ class Stack:
         self.start_all(components)
 
     def status(self) -> dict[str, int | None]:
-        return {c.name: c.process.pid() for c in self.components}
+        """PID (or None) of every component, the local LLM only when it is wanted or runs."""
+        found = {c.name: c.process.pid() for c in self.components}
+        if found[self.llm.name] is None and not self.llm.wanted():
+            del found[self.llm.name]
+        return found
 
     def running(self) -> bool:
         return any(pid is not None for pid in self.status().values()) or any(

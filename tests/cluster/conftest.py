@@ -3,6 +3,7 @@
 shifted by $TEST_STACK_OFFSET like the main session's stack, in run directories of their own.
 
 Its own session because each stack costs a cold start of six servers: the main suite stays fast.
+Stacks are module fixtures, so no two run at once (they share the offset's ports).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _started(cfg: StackConfig, env: dict[str, str]) -> TestStack:
     return stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(llm: LLMServer) -> Iterator[TestStack]:
     """3 Kafka brokers, 3 Restate nodes, 2 worker processes behind the balancer; workers on the test LLM server."""
     stack = _started(StackConfig.for_tests(profile=CLUSTER), openai_env(llm))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.harness import TestStack, unique
@@ -21,8 +23,13 @@ def test_two_worker_processes_share_the_invocations(two_workers: TestStack) -> N
     two_workers.flush()
     two_workers.outputs.wait_for(ids, timeout=120)
 
-    # Each worker logs one line per report it finished.
-    handled = {w.name: w.process.log_file.read_text().count(f"report {prefix}-") for w in stack.workers}
-    assert sum(handled.values()) >= len(ids)
+    # Each worker logs one line per report once its handler ends (just after the table is out).
+    def handled() -> dict[str, int]:
+        return {w.name: w.process.log_file.read_text().count(f"report {prefix}-") for w in stack.workers}
+
+    deadline = time.monotonic() + 30
+    while sum(handled().values()) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sum(handled().values()) >= len(ids), handled()
     # HAProxy hands each invocation (an HTTP/2 stream) to the worker with fewer in flight.
-    assert min(handled.values()) >= 0.25 * len(ids), handled
+    assert min(handled().values()) >= 0.25 * len(ids), handled()
