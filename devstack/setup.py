@@ -38,6 +38,8 @@ class SetupConfig:
     tables_topic: str
     dead_letter_topic: str
     reports_partitions: int
+    topic_replication_factor: int | None = None
+    """None: the brokers' default (default.replication.factor)."""
     wait_seconds: float = 60.0
 
     @classmethod
@@ -53,6 +55,7 @@ class SetupConfig:
             tables_topic=settings.tables_topic,
             dead_letter_topic=settings.dead_letter_topic,
             reports_partitions=settings.reports_partitions,
+            topic_replication_factor=settings.topic_replication_factor,
         )
 
     @classmethod
@@ -90,9 +93,8 @@ def ensure_topics(cfg: SetupConfig, log: Callable[[str], None]) -> None:
     admin = AdminClient({**cfg.kafka.client_config(), "log_level": "3"})
     existing = admin.list_topics(timeout=10).topics
     wanted = {cfg.reports_topic: cfg.reports_partitions, cfg.tables_topic: 1, cfg.dead_letter_topic: 1}
-    missing = [
-        NewTopic(name, num_partitions=n, replication_factor=-1) for name, n in wanted.items() if name not in existing
-    ]
+    replicas = cfg.topic_replication_factor or -1
+    missing = [NewTopic(name, n, replication_factor=replicas) for name, n in wanted.items() if name not in existing]
     for name, future in admin.create_topics(missing).items() if missing else []:
         try:
             future.result()

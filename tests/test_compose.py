@@ -1,42 +1,56 @@
-"""docker-compose.yml and the Dockerfile, checked without Docker.
+"""docker-compose.yml, deploy/haproxy/haproxy.cfg and the Dockerfile, checked without a Docker engine.
 
-Each check is a function from the parsed file to a list of problems. The tests run every
-check on the real file (no problems expected) and on deliberately broken copies (the
-break must be reported), so a check that quietly stopped checking fails here too.
+The real Docker Compose (v2, built from the Go module proxy by `make deps`) reads the file: it
+validates it against the Compose specification and resolves profiles, YAML anchors and variable
+interpolation exactly as `docker compose up` would. What it prints (`config --format json`) is
+what the checks below read: they assert only this project's own wiring (which address reaches
+which service, which ports are published where, which settings reach the worker).
+
+Each check is a function from a resolved project to a list of problems. The tests run every check
+on the real file (no problems expected) and on deliberately broken copies (the break must be
+reported), so a check that quietly stopped checking fails here too. A missing Compose binary fails
+every test, loudly.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
-from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
+from devstack.components import Balancer
+from devstack.config import SINGLE, StackConfig
 from devstack.setup import SetupConfig
-from worker.settings import Settings
+from worker.settings import Settings, settings_from
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 RESTATE_TOML = ROOT / "restate.toml"
+HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 PACKAGE_JSON = ROOT / "package.json"
 
-Compose = dict[str, Any]
-Check = Callable[[Compose], list[str]]
 
-# Compose service names: setup's URLs and `docker compose logs NAME` depend on them.
-REDPANDA, CONSOLE, RESTATE, WORKER, SETUP = "redpanda", "console", "restate", "worker", "setup"
+def _compose_binary() -> Path:
+    version = re.search(r"^COMPOSE_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert version, "the Makefile pins no COMPOSE_VERSION"
+    return ROOT / ".cache" / f"compose-{version.group(1)}" / "docker-compose"
+
+
+COMPOSE = _compose_binary()
 # The worker's configuration that must reach it from the operator's shell or .env.
 PASSTHROUGH_ENV = (
     "LLM_PROVIDER",
@@ -45,6 +59,7 @@ PASSTHROUGH_ENV = (
     "LLM_MODEL_SORT",
     "LLM_MODEL_FORMAT",
     "LLM_TIMEOUT_SECONDS",
+    "LLM_MAX_CONCURRENCY",
     "LLM_PRICE_PROMPT_PER_1K",
     "LLM_PRICE_COMPLETION_PER_1K",
     "OPENAI_API_KEY",
@@ -56,228 +71,511 @@ PASSTHROUGH_ENV = (
     "RESTATE_IDENTITY_KEYS",
 )
 TOPIC_ENV = {"REPORTS_TOPIC": "reports_topic", "TABLES_TOPIC": "tables_topic", "DEAD_LETTER_TOPIC": "dead_letter_topic"}
-RESTATE_ADMIN_PORT = 9070
-# Host ports the Console must not take: Restate's ingress and admin, the worker's port.
-RESERVED_FOR_CONSOLE = {8080, 9070, 9080}
+RESTATE_ADMIN_PORT, RESTATE_NODE_PORT, WORKER_PORT = 9070, 5122, 9080
 # A concrete release: `1.7.12`, `v24.2.18`, `3.11.11-slim-bookworm`; not `latest`, `stable`, `3`.
 PINNED_TAG = re.compile(r"v?\d+\.\d+(\.\d+)?([.-][\w.-]+)?")
+# Published ports are for this machine only unless the operator opens them (HOST_BIND=0.0.0.0).
+DEFAULT_HOST_IP = "127.0.0.1"
 
 
-# ---------------------------------------------------------------- reading the files
+@dataclass(frozen=True)
+class Roles:
+    """Which service plays which part in a profile."""
+
+    kafka: tuple[str, ...]
+    restate: tuple[str, ...]
+    worker: str
+    endpoint: str
+    """What Restate calls: the worker, or the balancer in front of its replicas."""
+    setup: str
+    extra: tuple[str, ...] = ()
 
 
-def load_compose(path: Path = COMPOSE_FILE) -> Compose:
-    data = yaml.safe_load(path.read_text())
-    assert isinstance(data, dict), f"{path.name} must be a YAML mapping"
-    return data
+PROFILES = {
+    "single": Roles(("redpanda",), ("restate",), "worker", "worker", "setup", extra=("console",)),
+    "cluster": Roles(
+        ("redpanda-1", "redpanda-2", "redpanda-3"),
+        ("restate-1", "restate-2", "restate-3"),
+        "workers",
+        "balancer",
+        "setup-cluster",
+    ),
+}
 
 
-_INTERPOLATION = re.compile(
-    r"\$\$|\$\{(?P<braced>[A-Za-z_]\w*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_]\w*)"
-)
+# ---------------------------------------------------------------- the real Compose
 
 
-def interpolate(value: str, shell: Mapping[str, str]) -> str:
-    """Compose's variable substitution (`${VAR}`, `${VAR:-default}`, `${VAR-default}`, `$$`)."""
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group("braced") or match.group("bare")
-        op, arg, current = match.group("op"), match.group("arg") or "", shell.get(name)
-        if op == ":-":
-            return current or arg
-        if op == "-":
-            return arg if current is None else current
-        if op == ":+":
-            return arg if current else ""
-        if op == "+":
-            return "" if current is None else arg
-        if op in (":?", "?") and not current:
-            raise ValueError(f"${{{name}}} is required: {arg}")
-        return current or ""
-
-    return _INTERPOLATION.sub(substitute, value)
+class ComposeError(AssertionError):
+    pass
 
 
-def services(compose: Compose) -> dict[str, dict[str, Any]]:
-    found = compose.get("services")
-    return found if isinstance(found, dict) else {}
-
-
-def service(compose: Compose, name: str) -> dict[str, Any]:
-    found = services(compose).get(name)
-    return found if isinstance(found, dict) else {}
-
-
-def raw_environment(svc: Mapping[str, Any]) -> dict[str, str | None]:
-    """A service's `environment` as written (both the mapping and the `KEY=value` list form)."""
-    raw = svc.get("environment") or {}
-    if isinstance(raw, list):
-        pairs = [str(item).partition("=") for item in raw]
-        return {key: (value if sep else None) for key, sep, value in pairs}
-    result: dict[str, str | None] = {}
-    for key, value in raw.items():
-        if value is None or isinstance(value, str):
-            result[str(key)] = value
-        elif isinstance(value, bool):  # YAML true/false: Compose wants strings, but be lenient
-            result[str(key)] = str(value).lower()
-        else:
-            result[str(key)] = str(value)
-    return result
-
-
-def environment(svc: Mapping[str, Any], shell: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment the container gets when `docker compose` runs with `shell` (default: nothing set)."""
-    shell = shell or {}
-    resolved: dict[str, str] = {}
-    for key, value in raw_environment(svc).items():
-        if value is None:  # key only: taken from the shell, absent when unset there
-            if key in shell:
-                resolved[key] = shell[key]
-        else:
-            resolved[key] = interpolate(value, shell)
+@cache
+def _resolved(text: str, profile: str, env: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """`docker compose config` of the compose text `text`, as if `env` were the operator's shell."""
+    assert COMPOSE.is_file(), f"{COMPOSE} is missing: run `make deps` (it builds Docker Compose from the Go proxy)"
+    scratch = ROOT / ".cache" / "compose-test"
+    scratch.mkdir(parents=True, exist_ok=True)
+    source = scratch / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yml"
+    source.write_text(text)
+    empty = scratch / "empty.env"  # not the developer's .env: the checks need a known environment
+    empty.write_text("")
+    argv = [str(COMPOSE), "--project-directory", str(ROOT), "-f", str(source), "--env-file", str(empty)]
+    argv += ["--profile", profile, "config", "--format", "json"]
+    shell = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch), **dict(env)}
+    done = subprocess.run(argv, capture_output=True, text=True, env=shell, timeout=60, check=False)
+    if done.returncode != 0:
+        raise ComposeError(f"docker compose config rejected the file ({profile}): {done.stderr.strip()}")
+    resolved: dict[str, Any] = json.loads(done.stdout)
     return resolved
 
 
+@dataclass(frozen=True)
+class Project:
+    """One profile of a compose file, resolved by Docker Compose on demand for a given shell."""
+
+    text: str
+    profile: str
+
+    @property
+    def roles(self) -> Roles:
+        return PROFILES[self.profile]
+
+    def config(self, shell: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return _resolved(self.text, self.profile, tuple(sorted((shell or {}).items())))
+
+    def services(self, shell: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        return dict(self.config(shell).get("services") or {})
+
+    def service(self, name: str, shell: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return dict(self.services(shell).get(name) or {})
+
+    def env(self, name: str, shell: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment service `name`'s container gets."""
+        return {k: "" if v is None else str(v) for k, v in (self.service(name, shell).get("environment") or {}).items()}
+
+
+Check = Callable[[Project], list[str]]
+
+
+def _project(profile: str, data: Any | None = None) -> Project:
+    text = COMPOSE_FILE.read_text() if data is None else yaml.safe_dump(data, sort_keys=False)
+    return Project(text, profile)
+
+
+# ---------------------------------------------------------------- small readers of resolved services
+
+
 def command_flags(command: Any) -> dict[str, str]:
-    """`--name value` / `--name=value` flags of a command, given as a string or a list."""
-    items = [command] if isinstance(command, str) else list(command or [])
-    tokens = [token for item in items for token in str(item).split()]
+    """`--name value` / `--name=value` flags of a command list (Redpanda's start flags)."""
+    tokens = [str(t) for t in command or []]
     flags: dict[str, str] = {}
-    i = 0
-    while i < len(tokens):
-        if tokens[i].startswith("--"):
-            name, sep, value = tokens[i][2:].partition("=")
+    for i, token in enumerate(tokens):
+        if token.startswith("--"):
+            name, sep, value = token[2:].partition("=")
             if not sep and i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
-                value, i = tokens[i + 1], i + 1
+                value = tokens[i + 1]
             flags[name] = value
-        i += 1
     return flags
 
 
 def listeners(spec: str) -> dict[str, tuple[str, int]]:
-    """`internal://0.0.0.0:29092,external://0.0.0.0:9092` -> {name: (host, port)}; unnamed is ``""``."""
+    """`internal://0.0.0.0:29092,external://0.0.0.0:9092` -> {name: (host, port)}."""
     result: dict[str, tuple[str, int]] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, sep, address = part.partition("://")
-        if not sep:
-            name, address = "", part
+        name, _, address = part.rpartition("://")
         host, _, port = address.rpartition(":")
         result[name] = (host, int(port))
     return result
 
 
-@dataclass(frozen=True)
-class PublishedPort:
-    host_port: int
-    container_port: int
-    protocol: str
+def published(svc: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+    """(host ip, host port, container port) of every published port."""
+    return [
+        (str(p.get("host_ip", "")), int(p["published"]), int(p["target"]))
+        for p in svc.get("ports") or []
+        if p.get("published")
+    ]
 
 
-def _port_range(text: str) -> list[int]:
-    low, _, high = str(text).partition("-")
-    return list(range(int(low), int(high or low) + 1))
-
-
-def published_ports(svc: Mapping[str, Any]) -> tuple[list[PublishedPort], list[str]]:
-    """Host ports a service publishes, and problems with entries that cannot be read."""
-    found: list[PublishedPort] = []
-    problems: list[str] = []
-    for entry in svc.get("ports") or []:
-        if isinstance(entry, dict):
-            if entry.get("published") is None:
-                continue
-            hosts, targets = _port_range(str(entry["published"])), _port_range(str(entry["target"]))
-            protocol = str(entry.get("protocol", "tcp"))
-        elif isinstance(entry, str):
-            mapping, _, protocol = entry.partition("/")
-            parts = mapping.rsplit(":", 2)
-            if len(parts) == 1:  # container port only: Docker picks a random host port
-                continue
-            hosts, targets = _port_range(parts[-2]), _port_range(parts[-1])
-            protocol = protocol or "tcp"
-        else:
-            # An unquoted `8080:80` can be read by YAML 1.1 as a base-60 number.
-            problems.append(f"port entry {entry!r} is not a string or mapping: quote it")
-            continue
-        if len(targets) == 1 and len(hosts) > 1:
-            targets = targets * len(hosts)
-        found += [PublishedPort(h, t, protocol) for h, t in zip(hosts, targets, strict=False)]
-    return found, problems
-
-
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    target: str
-    read_only: bool
-    kind: str  # "bind" or "volume"
-
-
-def mounts(svc: Mapping[str, Any]) -> list[Mount]:
-    result: list[Mount] = []
-    for entry in svc.get("volumes") or []:
-        if isinstance(entry, dict):
-            source, target = str(entry.get("source", "")), str(entry.get("target", ""))
-            read_only, kind = bool(entry.get("read_only", False)), str(entry.get("type", "volume"))
-        else:
-            source, _, rest = str(entry).partition(":")
-            target, _, mode = rest.partition(":")
-            read_only = "ro" in mode.split(",")
-            kind = "bind" if source.startswith((".", "/", "~")) else "volume"
-        result.append(Mount(source, target, read_only, kind))
-    return result
-
-
-def healthcheck_test(svc: Mapping[str, Any]) -> str:
-    """The healthcheck command as one string; empty when there is none or it is disabled."""
+def healthcheck(svc: Mapping[str, Any]) -> str:
     check = svc.get("healthcheck") or {}
-    if check.get("disable"):
-        return ""
-    test = check.get("test") or ""
-    if isinstance(test, list):
-        return "" if test[:1] == ["NONE"] else " ".join(str(t) for t in test[1:])
-    return str(test)
+    test = check.get("test") or []
+    return "" if check.get("disable") or test[:1] == ["NONE"] else " ".join(str(t) for t in test[1:])
+
+
+def mounts_at(svc: Mapping[str, Any], target: str) -> list[dict[str, Any]]:
+    return [m for m in svc.get("volumes") or [] if m.get("target") == target]
 
 
 def image_tag(image: str) -> str | None:
-    """The tag of an image reference (`None` without one); a digest counts as its own pin."""
     if "@" in image:
         return image.split("@", 1)[1]
     last = image.rsplit("/", 1)[-1]
     return last.split(":", 1)[1] if ":" in last else None
 
 
-def builds_from_repo(svc: Mapping[str, Any]) -> bool:
-    build = svc.get("build")
-    context = build.get("context", ".") if isinstance(build, dict) else build
-    return isinstance(context, str) and (COMPOSE_FILE.parent / context).resolve() == ROOT
-
-
-@contextmanager
-def only_environment(env: Mapping[str, str]) -> Iterator[None]:
-    """os.environ replaced by exactly `env` (Settings reads the process environment)."""
-    with mock.patch.dict(os.environ, dict(env), clear=True):
-        yield
+def built_here(svc: Mapping[str, Any]) -> bool:
+    context = (svc.get("build") or {}).get("context")
+    return context is not None and Path(context).resolve() == ROOT
 
 
 def code_settings() -> Settings:
     """The worker's settings with nothing set: the code's defaults."""
-    with only_environment({}):
-        return Settings()
+    return settings_from({})
 
 
-def _url_port(url: str) -> int | None:
-    parts = urlsplit(url)
-    return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+def _port(url: str) -> int | None:
+    return urlsplit(url).port
 
 
-def _bind_port(bind: str) -> int:
-    return int(bind.rpartition(":")[2])
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or ""
 
 
-# ---------------------------------------------------------------- the Dockerfile
+# ---------------------------------------------------------------- checks
+
+
+def check_services(project: Project) -> list[str]:
+    roles = project.roles
+    wanted = {*roles.kafka, *roles.restate, roles.worker, roles.endpoint, roles.setup, *roles.extra}
+    found = set(project.services())
+    problems = [f"service {name!r} is missing from profile {project.profile}" for name in sorted(wanted - found)]
+    # One profile never starts another's services: they share host ports.
+    problems += [f"profile {project.profile} also starts {name!r}" for name in sorted(found - wanted)]
+    return problems
+
+
+def check_images_pinned(project: Project) -> list[str]:
+    problems: list[str] = []
+    ours = {svc.get("image") for svc in project.services().values() if built_here(svc)}
+    for name, svc in project.services().items():
+        image = str(svc.get("image") or "")
+        if built_here(svc) or image in ours:
+            continue
+        tag = image_tag(image)
+        if not image:
+            problems.append(f"service {name!r} has neither an image nor a build from this repository")
+        elif tag is None:
+            problems.append(f"service {name!r}: image {image!r} has no tag (that means `latest`)")
+        elif "@" not in image and not PINNED_TAG.fullmatch(tag):
+            problems.append(f"service {name!r}: image {image!r} is not pinned to a release (tag {tag!r})")
+    return problems
+
+
+def check_host_ports(project: Project) -> list[str]:
+    """Unique, and bound to 127.0.0.1 unless HOST_BIND opens them."""
+    problems: list[str] = []
+    owner: dict[int, str] = {}
+    for name, svc in project.services().items():
+        for host_ip, host_port, _ in published(svc):
+            if host_port in owner:
+                problems.append(f"host port {host_port} is published by both {owner[host_port]!r} and {name!r}")
+            owner[host_port] = name
+            if host_ip != DEFAULT_HOST_IP:
+                problems.append(
+                    f"{name} publishes {host_port} on {host_ip or 'every interface'}, not {DEFAULT_HOST_IP}"
+                )
+    opened = {ip for svc in project.services({"HOST_BIND": "0.0.0.0"}).values() for ip, _, _ in published(svc)}
+    if opened != {"0.0.0.0"}:
+        problems.append(f"HOST_BIND=0.0.0.0 does not open every published port (host ips: {sorted(opened)})")
+    return problems
+
+
+def _redpanda_listeners(project: Project, name: str) -> tuple[dict[str, tuple[str, int]], dict[str, tuple[str, int]]]:
+    flags = command_flags(project.service(name).get("command"))
+    return listeners(flags.get("kafka-addr", "")), listeners(flags.get("advertise-kafka-addr", ""))
+
+
+def internal_kafka_addresses(project: Project) -> tuple[list[str], list[str]]:
+    """Each broker's address for containers (a listener advertised under its own service name), and problems."""
+    addresses: list[str] = []
+    problems: list[str] = []
+    for name in project.roles.kafka:
+        bound, advertised = _redpanda_listeners(project, name)
+        internal = [(listener, host, port) for listener, (host, port) in advertised.items() if host == name]
+        if len(internal) != 1:
+            problems.append(f"{name} must advertise exactly one listener under its service name, found {internal}")
+            continue
+        listener, host, port = internal[0]
+        if bound.get(listener, ("", -1))[1] != port:
+            problems.append(
+                f"{name} advertises {listener}://{host}:{port} but binds that listener to {bound.get(listener)}"
+            )
+        addresses.append(f"{host}:{port}")
+    return addresses, problems
+
+
+def check_kafka_wiring(project: Project) -> list[str]:
+    roles = project.roles
+    addresses, problems = internal_kafka_addresses(project)
+    if problems:
+        return problems
+    # Every container-side client must use the internal listeners: `localhost:9092` inside a
+    # container is that container's own loopback.
+    clients = [
+        (roles.setup, "RESTATE_KAFKA_BOOTSTRAP", "the brokers Restate is told to consume from"),
+        (roles.setup, "KAFKA_BOOTSTRAP_SERVERS", "setup's admin client"),
+        (roles.worker, "KAFKA_BOOTSTRAP_SERVERS", "the worker's producer"),
+    ]
+    clients += [(name, "KAFKA_BROKERS", "Redpanda Console") for name in roles.extra if name == "console"]
+    for name, var, what in clients:
+        value = project.env(name).get(var)
+        if value is None:
+            problems.append(f"{name}.{var} ({what}) is not set; it must be {','.join(addresses)}")
+        elif sorted(value.split(",")) != sorted(addresses):
+            problems.append(f"{name}.{var} ({what}) is {value!r}, not the brokers' internal listeners {addresses}")
+    # Host clients bootstrap on an external listener and are sent back to its advertised address,
+    # so that port must be published onto the listener's bound port.
+    for name in roles.kafka:
+        bound, advertised = _redpanda_listeners(project, name)
+        external = {n: a for n, a in advertised.items() if a[0] in ("localhost", "127.0.0.1")}
+        if not external:
+            problems.append(f"{name} advertises no listener on localhost for clients on the host")
+        ports = {(host_port, target) for _, host_port, target in published(project.service(name))}
+        for listener, (host, port) in external.items():
+            if listener not in bound:
+                problems.append(f"{name} advertises {listener}://{host}:{port} but does not bind that listener")
+            elif (port, bound[listener][1]) not in ports:
+                problems.append(
+                    f"{name} advertises {host}:{port} to host clients but does not publish host port {port}"
+                )
+    return problems
+
+
+def check_worker_address(project: Project) -> list[str]:
+    roles = project.roles
+    setup_env = project.env(roles.setup)
+    url = setup_env.get("WORKER_URL", "")
+    if not url:
+        return [f"{roles.setup}.WORKER_URL is not set: setup would register http://127.0.0.1:9080"]
+    problems: list[str] = []
+    if _host(url) != roles.endpoint:
+        problems.append(f"{roles.setup}.WORKER_URL {url!r} points at {_host(url)!r}, not {roles.endpoint!r}")
+    worker = project.service(roles.worker)
+    if not built_here(worker) or worker.get("command") not in (None, ["python", "-m", "worker"]):
+        problems.append(f"service {roles.worker!r} does not run this repository's worker")
+    bind_port = int(project.env(roles.worker).get("WORKER_BIND", code_settings().worker_bind).rpartition(":")[2])
+    health = re.search(r"https?://(?:127\.0\.0\.1|localhost):(\d+)/health", healthcheck(worker))
+    ports = {"the worker's WORKER_BIND": bind_port, "its healthcheck": int(health.group(1)) if health else None}
+    ports["the Dockerfile's EXPOSE"] = bind_port if bind_port in expose_ports(DOCKERFILE.read_text()) else None
+    if roles.endpoint == roles.worker:
+        ports["WORKER_URL"] = _port(url)
+    else:
+        ports.update(balancer_ports(project, url))
+    if len(set(ports.values())) != 1:
+        problems.append(f"the worker's port disagrees: {ports}")
+    admin = setup_env.get("RESTATE_ADMIN_URL", "")
+    if _host(admin) not in roles.restate or _port(admin) != RESTATE_ADMIN_PORT:
+        problems.append(f"{roles.setup}.RESTATE_ADMIN_URL is {admin!r}, not a Restate node's admin port")
+    return problems
+
+
+def balancer_ports(project: Project, url: str) -> dict[str, int | None]:
+    """Where the balancer listens and where it sends, from the config file it really mounts."""
+    target = "/usr/local/etc/haproxy/haproxy.cfg"
+    mounts = mounts_at(project.service(project.roles.endpoint), target)
+    if len(mounts) != 1 or Path(mounts[0]["source"]).resolve() != HAPROXY_CFG:
+        return {f"the balancer's config at {target} (not {HAPROXY_CFG.relative_to(ROOT)})": None}
+    text = HAPROXY_CFG.read_text()
+    bind = re.search(r"^\s*bind\s+\S*:(\d+)", text, re.M)
+    servers = re.search(r"^\s*server-template\s+\S+\s+\d+\s+(\S+):(\d+)", text, re.M)
+    found: dict[str, int | None] = {
+        "WORKER_URL": _port(url),
+        "the balancer's bind": int(bind.group(1)) if bind else None,
+        "the balancer's exposed port": _port(url)
+        if str(_port(url)) in project.service("balancer").get("expose", [])
+        else None,
+    }
+    if not servers or servers.group(1) != project.roles.worker:
+        found[f"the balancer's servers (not the {project.roles.worker!r} service)"] = None
+    else:
+        found["the balancer's servers"] = int(servers.group(2))
+    return found
+
+
+def check_topics(project: Project) -> list[str]:
+    roles = project.roles
+    problems: list[str] = []
+    settings = code_settings()
+    for name in (roles.worker, roles.setup):
+        env = project.env(name)
+        for var, field in TOPIC_ENV.items():
+            expected = getattr(settings, field)
+            if env.get(var) != expected:
+                problems.append(f"{name}.{var} is {env.get(var)!r}, the code's default is {expected!r}")
+    # An operator's override must reach both: worker and setup name the same topics.
+    probe = {var: f"probe-{var.lower()}" for var in TOPIC_ENV}
+    for var in TOPIC_ENV:
+        worker, setup = project.env(roles.worker, probe).get(var), project.env(roles.setup, probe).get(var)
+        if worker != setup or worker != probe[var]:
+            problems.append(f"with {var} set in the shell, worker and setup get {worker!r} and {setup!r}")
+    return problems
+
+
+def check_subscription_target(project: Project) -> list[str]:
+    """Setup subscribes the service the worker image serves: ReportChain/process."""
+    from worker.service import report_chain  # heavy (restate SDK): only this check needs it
+
+    cfg = SetupConfig.from_env(project.env(project.roles.setup))
+    problems: list[str] = []
+    if cfg.sink != f"service://{report_chain.name}/process" or "process" not in report_chain.handlers:
+        problems.append(f"setup subscribes {cfg.sink}, but the worker serves {report_chain.name}")
+    if cfg.source != f"kafka://{cfg.restate_kafka_cluster}/{code_settings().reports_topic}":
+        problems.append(f"setup subscribes from {cfg.source}, not the worker's input topic")
+    return problems
+
+
+def check_restate(project: Project) -> list[str]:
+    problems: list[str] = []
+    pinned = json.loads(PACKAGE_JSON.read_text())["dependencies"]["@restatedev/restate-server"]
+    declared = set(project.config().get("volumes") or {})
+    for name in project.roles.restate:
+        svc = project.service(name)
+        image = str(svc.get("image", ""))
+        if not image.rsplit(":", 1)[0].endswith("restatedev/restate") or image_tag(image) != pinned:
+            problems.append(f"{name} runs {image!r}, not restatedev/restate:{pinned} (the local stack's pin)")
+        env = project.env(name)
+        config = env.get("RESTATE_CONFIG", "")
+        mounted = mounts_at(svc, config) if config else []
+        if not config:
+            problems.append(f"{name}: RESTATE_CONFIG is not set, so restate.toml would be ignored")
+        elif len(mounted) != 1 or Path(mounted[0]["source"]).resolve() != RESTATE_TOML:
+            problems.append(f"{name}: {config} is not this repository's restate.toml")
+        elif not mounted[0].get("read_only"):
+            problems.append(f"{name}: {config} is mounted read-write; mount it read-only")
+        data = mounts_at(svc, env.get("RESTATE_BASE_DIR", "/restate-data"))
+        if len(data) != 1 or data[0].get("type") != "volume" or data[0].get("source") not in declared:
+            problems.append(f"{name}: no named volume at its base dir: journals would die with the container")
+        if not env.get("RESTATE_NODE_NAME"):
+            problems.append(f"{name}: no fixed node name; its data dir follows the hostname, which changes")
+        if not healthcheck(svc):
+            problems.append(f"{name} has no healthcheck, so setup cannot wait for it")
+    if len(project.roles.restate) > 1:
+        problems += _restate_cluster(project)
+    return problems
+
+
+def _restate_cluster(project: Project) -> list[str]:
+    nodes = project.roles.restate
+    envs = {name: project.env(name) for name in nodes}
+    problems: list[str] = []
+    peers = sorted(f"http://{name}:{RESTATE_NODE_PORT}" for name in nodes)
+    for name, env in envs.items():
+        if sorted(json.loads(env.get("RESTATE_METADATA_CLIENT__ADDRESSES") or "[]")) != peers:
+            problems.append(f"{name}: the metadata client does not list every node ({peers})")
+        if env.get("RESTATE_ADVERTISED_ADDRESS") != f"http://{name}:{RESTATE_NODE_PORT}":
+            problems.append(f"{name}: advertises {env.get('RESTATE_ADVERTISED_ADDRESS')!r}, not its service name")
+        expected = {
+            "RESTATE_METADATA_CLIENT__TYPE": "replicated",
+            "RESTATE_BIFROST__DEFAULT_PROVIDER": "replicated",
+            "RESTATE_DEFAULT_REPLICATION": "2",
+        }
+        problems += [
+            f"{name}: {var} is {env.get(var)!r}, not {value!r}"
+            for var, value in expected.items()
+            if env.get(var) != value
+        ]
+        roles = set(json.loads(env.get("RESTATE_ROLES") or "[]"))
+        if roles != {"http-ingress", "admin", "worker", "log-server", "metadata-server"}:
+            problems.append(f"{name}: roles {sorted(roles)}, not every role")
+    provisioning = [name for name, env in envs.items() if env.get("RESTATE_AUTO_PROVISION") == "true"]
+    if len(provisioning) != 1:
+        problems.append(f"exactly one node must auto-provision the cluster, found {provisioning}")
+    if len({env.get("RESTATE_NODE_NAME") for env in envs.values()}) != len(nodes):
+        problems.append("the Restate nodes' names are not distinct")
+    return problems
+
+
+def check_llm_passthrough(project: Project) -> list[str]:
+    problems: list[str] = []
+    worker = project.roles.worker
+    probes = {var: f"probe-{var.lower()}" for var in PASSTHROUGH_ENV}
+    env = project.env(worker, probes)
+    for var, value in probes.items():
+        # Set in the shell, the value must arrive unchanged: proves it is interpolated, not hard-coded.
+        if env.get(var) != value:
+            problems.append(f"{worker}.{var} is {env.get(var)!r} with {var}={value} in the shell: not passed through")
+    return problems
+
+
+def check_worker_settings_load(project: Project) -> list[str]:
+    """With nothing set in the shell, the worker starts and sees the code's own defaults."""
+    worker = project.roles.worker
+    env = project.env(worker)
+    try:
+        from_compose = settings_from(env)
+    except ValueError as exc:
+        return [f"the worker would not start with the compose environment: {exc}"]
+    defaults = code_settings()
+    return [
+        f"{worker}.{var} defaults to {env.get(var)!r} in compose but the code's default is "
+        f"{getattr(defaults, var.lower())!r}"
+        for var in PASSTHROUGH_ENV
+        if getattr(from_compose, var.lower()) != getattr(defaults, var.lower())
+    ]
+
+
+def check_setup_service(project: Project) -> list[str]:
+    roles = project.roles
+    svc, worker = project.service(roles.setup), project.service(roles.worker)
+    problems: list[str] = []
+    if svc.get("command") != ["python", "-m", "devstack", "setup"]:
+        problems.append(f"{roles.setup} command is {svc.get('command')!r}, not python -m devstack setup")
+    if svc.get("restart") != "no":
+        problems.append(f'{roles.setup} is one-shot: restart must be "no", found {svc.get("restart")!r}')
+    if svc.get("image") != worker.get("image"):
+        problems.append(f"{roles.setup} must run the worker's image, which has devstack installed")
+    depends = svc.get("depends_on") or {}
+    waits_for = [*roles.kafka, *roles.restate, roles.endpoint]
+    for name in waits_for:
+        if (depends.get(name) or {}).get("condition") != "service_healthy":
+            problems.append(f"{roles.setup} must wait for {name!r} to be healthy (condition service_healthy)")
+        if not healthcheck(project.service(name)):
+            problems.append(f"{name!r} has no healthcheck, so `service_healthy` could never hold")
+    if len(roles.kafka) > 1 and project.env(roles.setup).get("TOPIC_REPLICATION_FACTOR") != str(len(roles.kafka)):
+        problems.append(
+            f"{roles.setup} must create topics on all {len(roles.kafka)} brokers (TOPIC_REPLICATION_FACTOR)"
+        )
+    return problems
+
+
+def check_worker_replicas(project: Project) -> list[str]:
+    """The cluster's workers: WORKER_REPLICAS of them (default 2), all reachable through the balancer."""
+    if project.roles.endpoint == project.roles.worker:
+        return []
+    problems: list[str] = []
+    for shell, wanted in (({}, 2), ({"WORKER_REPLICAS": "5"}, 5)):
+        replicas = (project.service(project.roles.worker, shell).get("deploy") or {}).get("replicas")
+        if replicas != wanted:
+            problems.append(
+                f"with {shell or 'nothing'} set, {project.roles.worker} has {replicas} replicas, not {wanted}"
+            )
+    slots = re.search(r"^\s*server-template\s+\S+\s+(\d+)\s", HAPROXY_CFG.read_text(), re.M)
+    if not slots or int(slots.group(1)) < 9:
+        problems.append("the balancer has room for fewer than 9 worker replicas")
+    if published(project.service(project.roles.worker)):
+        problems.append(f"{project.roles.worker} publishes a port: only the balancer may reach the workers")
+    return problems
+
+
+COMPOSE_CHECKS: tuple[Check, ...] = (
+    check_services,
+    check_images_pinned,
+    check_host_ports,
+    check_kafka_wiring,
+    check_worker_address,
+    check_topics,
+    check_subscription_target,
+    check_restate,
+    check_llm_passthrough,
+    check_worker_settings_load,
+    check_setup_service,
+    check_worker_replicas,
+)
+
+
+# ---------------------------------------------------------------- the Dockerfile (no engine to build it)
 
 
 @dataclass(frozen=True)
@@ -292,9 +590,7 @@ def dockerfile_instructions(text: str) -> list[Instruction]:
     pending = ""
     for line in text.splitlines():
         stripped = line.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.startswith("#"):  # a comment inside a continued instruction
+        if not stripped or stripped.startswith("#"):
             continue
         if stripped.endswith("\\"):
             pending += stripped[:-1] + " "
@@ -349,346 +645,62 @@ def check_dockerfile(text: str) -> list[str]:
     # Exec form, so the interpreter is PID 1 and receives SIGTERM for a graceful shutdown.
     if not cmds or not cmds[-1].startswith("[") or json.loads(cmds[-1]) != ["python", "-m", "worker"]:
         problems.append(f'Dockerfile: CMD must be ["python", "-m", "worker"], found {cmds[-1:] or "none"}')
-    if not any(ins.keyword == "RUN" and re.search(r"pip install (\S+ )*\.(\s|$)", ins.args) for ins in instructions):
+    if not any(ins.keyword == "RUN" and re.search(r"pip install\b.*\s\.(\s|$)", ins.args) for ins in instructions):
         problems.append("Dockerfile: the project is not installed with `pip install .`")
     return problems
-
-
-# ---------------------------------------------------------------- compose checks
-
-
-def check_services_present(compose: Compose) -> list[str]:
-    names = set(services(compose))
-    missing = sorted({REDPANDA, CONSOLE, RESTATE, WORKER, SETUP} - names)
-    return [f"service {name!r} is missing" for name in missing]
-
-
-def check_images_pinned(compose: Compose) -> list[str]:
-    problems: list[str] = []
-    built_here = {svc.get("image") for svc in services(compose).values() if builds_from_repo(svc)}
-    for name, svc in services(compose).items():
-        image = svc.get("image")
-        if builds_from_repo(svc) or (image and image in built_here):
-            continue
-        if not image:
-            problems.append(f"service {name!r} has neither an image nor a build from this repository")
-            continue
-        tag = image_tag(str(image))
-        if tag is None:
-            problems.append(f"service {name!r}: image {image!r} has no tag (that means `latest`)")
-        elif "@" not in str(image) and not PINNED_TAG.fullmatch(tag):
-            problems.append(f"service {name!r}: image {image!r} is not pinned to a release (tag {tag!r})")
-    return problems
-
-
-def check_host_ports_unique(compose: Compose) -> list[str]:
-    problems: list[str] = []
-    owner: dict[tuple[int, str], str] = {}
-    for name, svc in services(compose).items():
-        ports, unreadable = published_ports(svc)
-        problems += [f"service {name!r}: {p}" for p in unreadable]
-        for port in ports:
-            key = (port.host_port, port.protocol)
-            if key in owner and owner[key] != name:
-                problems.append(
-                    f"host port {port.host_port}/{port.protocol} is published by both {owner[key]!r} and {name!r}"
-                )
-            owner.setdefault(key, name)
-    return problems
-
-
-def internal_kafka_address(compose: Compose) -> tuple[str | None, list[str]]:
-    """The Kafka address containers must use: redpanda's listener advertised under its service name."""
-    svc = service(compose, REDPANDA)
-    flags = command_flags(svc.get("command"))
-    if "kafka-addr" not in flags or "advertise-kafka-addr" not in flags:
-        return None, [f"service {REDPANDA!r} does not set --kafka-addr and --advertise-kafka-addr"]
-    bound, advertised = listeners(flags["kafka-addr"]), listeners(flags["advertise-kafka-addr"])
-    names = {REDPANDA, svc.get("hostname"), svc.get("container_name")} - {None}
-    internal = [(listener, host, port) for listener, (host, port) in advertised.items() if host in names]
-    if len(internal) != 1:
-        return None, [f"redpanda must advertise exactly one listener under its service name, found {internal}"]
-    listener, host, port = internal[0]
-    if bound.get(listener, ("", -1))[1] != port:
-        return None, [
-            f"redpanda advertises {listener}://{host}:{port} but --kafka-addr binds that listener to "
-            f"{bound.get(listener)}: containers would connect to a closed port"
-        ]
-    return f"{host}:{port}", []
-
-
-def check_kafka_wiring(compose: Compose) -> list[str]:
-    address, problems = internal_kafka_address(compose)
-    if address is None:
-        return problems
-    # Every container-side Kafka client must use the internal listener: `localhost:9092`
-    # inside a container is that container's own loopback.
-    clients = [
-        (SETUP, "RESTATE_KAFKA_BOOTSTRAP", "the brokers Restate is told to consume from"),
-        (SETUP, "KAFKA_BOOTSTRAP_SERVERS", "setup's admin client"),
-        (WORKER, "KAFKA_BOOTSTRAP_SERVERS", "the worker's producer"),
-        (CONSOLE, "KAFKA_BROKERS", "Redpanda Console"),
-    ]
-    for name, var, what in clients:
-        value = environment(service(compose, name)).get(var)
-        if value is None:
-            problems.append(f"{name}.{var} ({what}) is not set; it must be the internal listener {address}")
-        elif value.split(",") != [address]:
-            problems.append(f"{name}.{var} ({what}) is {value!r}, not redpanda's internal listener {address!r}")
-    # Host clients bootstrap on the external listener and are sent back to its advertised
-    # address, so that address's port must be published onto the listener's bound port.
-    svc = service(compose, REDPANDA)
-    flags = command_flags(svc.get("command"))
-    bound, advertised = listeners(flags["kafka-addr"]), listeners(flags["advertise-kafka-addr"])
-    external = {n: a for n, a in advertised.items() if a[0] in ("localhost", "127.0.0.1")}
-    if not external:
-        problems.append("redpanda advertises no listener on localhost for clients on the host")
-    published = {(p.host_port, p.container_port) for p in published_ports(svc)[0]}
-    for listener, (host, port) in external.items():
-        if listener not in bound:
-            problems.append(f"redpanda advertises {listener}://{host}:{port} but does not bind that listener")
-        elif (port, bound[listener][1]) not in published:
-            problems.append(
-                f"redpanda advertises {host}:{port} to host clients but does not publish host port {port} "
-                f"onto its {listener} listener (container port {bound[listener][1]})"
-            )
-    return problems
-
-
-def check_worker_address(compose: Compose) -> list[str]:
-    problems: list[str] = []
-    setup_env = environment(service(compose, SETUP))
-    url = setup_env.get("WORKER_URL")
-    if not url:
-        return [f"{SETUP}.WORKER_URL is not set: setup would register http://127.0.0.1:9080, unreachable from Restate"]
-    parts = urlsplit(url)
-    target = parts.hostname or ""
-    worker = service(compose, target)
-    if not worker:
-        return [f"{SETUP}.WORKER_URL {url!r} does not name a compose service"]
-    if target != WORKER:
-        problems.append(f"{SETUP}.WORKER_URL {url!r} points at {target!r}, not the {WORKER!r} service")
-    if not builds_from_repo(worker) or worker.get("command") not in (None, ["python", "-m", "worker"]):
-        problems.append(f"service {target!r} (WORKER_URL) does not run this repository's worker")
-    bind = environment(worker).get("WORKER_BIND", code_settings().worker_bind)
-    ports = {
-        "WORKER_URL": _url_port(url),
-        f"{target}.WORKER_BIND": _bind_port(bind),
-    }
-    exposed = expose_ports(DOCKERFILE.read_text())
-    health = re.search(r"https?://(?:127\.0\.0\.1|localhost)(?::(\d+))?/health", healthcheck_test(worker))
-    if health is None:
-        problems.append(f"service {target!r} has no healthcheck calling /health")
-    else:
-        ports[f"{target} healthcheck"] = int(health.group(1) or 80)
-    if len(set(ports.values())) != 1:
-        problems.append(f"the worker's port disagrees: {ports}")
-    if _bind_port(bind) not in exposed:
-        problems.append(f"{target}.WORKER_BIND port {_bind_port(bind)} is not EXPOSEd by the Dockerfile ({exposed})")
-    admin = setup_env.get("RESTATE_ADMIN_URL", "")
-    if urlsplit(admin).hostname != RESTATE or _url_port(admin) != RESTATE_ADMIN_PORT:
-        problems.append(f"{SETUP}.RESTATE_ADMIN_URL is {admin!r}, not http://{RESTATE}:{RESTATE_ADMIN_PORT}")
-    return problems
-
-
-def check_topics(compose: Compose) -> list[str]:
-    problems: list[str] = []
-    settings = code_settings()
-    for name in (WORKER, SETUP):
-        env = environment(service(compose, name))
-        for var, field in TOPIC_ENV.items():
-            expected = getattr(settings, field)
-            if var not in env:
-                problems.append(f"{name}.{var} is not set (the code's default is {expected!r})")
-            elif env[var] != expected:
-                problems.append(f"{name}.{var} is {env[var]!r}, the code's default is {expected!r}")
-    # An operator's override must reach both: worker and setup name the same topics.
-    probe = {var: f"probe-{var.lower()}" for var in TOPIC_ENV}
-    worker_env, setup_env = environment(service(compose, WORKER), probe), environment(service(compose, SETUP), probe)
-    for var in TOPIC_ENV:
-        if worker_env.get(var) != setup_env.get(var):
-            problems.append(
-                f"with {var} overridden, worker and setup disagree: {worker_env.get(var)!r} vs {setup_env.get(var)!r}"
-            )
-    return problems
-
-
-def check_subscription_target(compose: Compose) -> list[str]:
-    """Setup subscribes the service the worker image serves: ReportChain/process."""
-    from worker.service import report_chain  # heavy (restate SDK): only this check needs it
-
-    problems: list[str] = []
-    env = environment(service(compose, SETUP))
-    cfg = SetupConfig.from_env(env)
-    if report_chain.name != "ReportChain" or "process" not in report_chain.handlers:
-        problems.append(
-            f"the worker serves {report_chain.name}/{sorted(report_chain.handlers)}, not ReportChain/process"
-        )
-    if cfg.sink != f"service://{report_chain.name}/process":
-        problems.append(f"setup subscribes {cfg.sink!r}, but the worker serves {report_chain.name}/process")
-    expected_source = f"kafka://{env.get('RESTATE_KAFKA_CLUSTER', 'local')}/{code_settings().reports_topic}"
-    if cfg.source != expected_source:
-        problems.append(f"setup subscribes from {cfg.source!r}, expected {expected_source!r}")
-    address, _ = internal_kafka_address(compose)
-    if cfg.restate_kafka_properties.get("bootstrap.servers") != address:
-        problems.append(
-            f"setup would register Kafka for Restate at {cfg.restate_kafka_properties.get('bootstrap.servers')!r}, "
-            f"not {address!r}"
-        )
-    return problems
-
-
-def check_restate(compose: Compose) -> list[str]:
-    problems: list[str] = []
-    svc = service(compose, RESTATE)
-    image = str(svc.get("image", ""))
-    pinned = json.loads(PACKAGE_JSON.read_text())["dependencies"]["@restatedev/restate-server"]
-    if not re.fullmatch(r"(docker\.restate\.dev/)?restatedev/restate", image.split(":")[0]):
-        problems.append(f"restate runs {image!r}, not restatedev/restate")
-    if image_tag(image) != pinned:
-        problems.append(f"restate image {image!r} differs from the local stack's pin {pinned} (package.json)")
-    env = environment(svc)
-    config_path = env.get("RESTATE_CONFIG")
-    if not config_path:
-        problems.append("restate: RESTATE_CONFIG is not set, so restate.toml would be ignored")
-    config_mounts = [m for m in mounts(svc) if m.target == config_path]
-    if config_path and not config_mounts:
-        problems.append(f"restate: nothing is mounted at RESTATE_CONFIG={config_path}")
-    for mount in config_mounts:
-        if mount.kind != "bind" or (COMPOSE_FILE.parent / mount.source).resolve() != RESTATE_TOML:
-            problems.append(f"restate: {config_path} comes from {mount.source!r}, not this repository's restate.toml")
-        if not mount.read_only:
-            problems.append(f"restate: {config_path} is mounted read-write; mount it read-only")
-    base_dir = env.get("RESTATE_BASE_DIR", "/restate-data")
-    if not any(m.kind == "volume" and m.source == "restate-data" and m.target == base_dir for m in mounts(svc)):
-        problems.append(f"restate: the named volume 'restate-data' is not mounted at its base dir {base_dir}")
-    if "restate-data" not in (compose.get("volumes") or {}):
-        problems.append("the named volume 'restate-data' is not declared under top-level volumes")
-    if not env.get("RESTATE_NODE_NAME") and not svc.get("hostname"):
-        problems.append("restate: no fixed node name; its data dir follows the hostname, which changes on recreate")
-    if not healthcheck_test(svc):
-        problems.append("restate has no healthcheck, so setup cannot wait for it")
-    return problems
-
-
-def check_llm_passthrough(compose: Compose) -> list[str]:
-    problems: list[str] = []
-    worker = service(compose, WORKER)
-    for var in PASSTHROUGH_ENV:
-        # Set in the shell, the value must arrive unchanged: proves it is interpolated, not hard-coded.
-        value = f"probe-{var.lower()}"
-        got = environment(worker, {var: value}).get(var)
-        if got is None:
-            problems.append(f"{WORKER}.{var} is not passed through (add `{var}: ${{{var}:-}}`)")
-        elif got != value:
-            problems.append(
-                f"{WORKER}.{var} is {raw_environment(worker).get(var)!r}: a value set in the shell is ignored"
-            )
-    return problems
-
-
-def check_worker_settings_load(compose: Compose) -> list[str]:
-    """With nothing set in the shell, the worker starts and sees the code's own defaults."""
-    env = environment(service(compose, WORKER))
-    try:
-        with only_environment(env):
-            from_compose = Settings()
-    except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return [f"the worker would not start with the compose environment: {errors}"]
-    defaults = code_settings()
-    problems: list[str] = []
-    for var in PASSTHROUGH_ENV:
-        field = var.lower()
-        if getattr(from_compose, field) != getattr(defaults, field):
-            problems.append(
-                f"{WORKER}.{var} defaults to {env.get(var)!r} in compose but the code's default is "
-                f"{getattr(defaults, field)!r}"
-            )
-    return problems
-
-
-def check_console(compose: Compose) -> list[str]:
-    problems: list[str] = []
-    taken = RESERVED_FOR_CONSOLE | {p.host_port for p in published_ports(service(compose, RESTATE))[0]}
-    ports = [p.host_port for p in published_ports(service(compose, CONSOLE))[0]]
-    if not ports:
-        problems.append("the Console publishes no host port")
-    problems += [
-        f"the Console's host port {port} clashes with Restate or the worker" for port in ports if port in taken
-    ]
-    return problems
-
-
-def check_setup_service(compose: Compose) -> list[str]:
-    problems: list[str] = []
-    svc, worker = service(compose, SETUP), service(compose, WORKER)
-    if svc.get("command") != ["python", "-m", "devstack", "setup"]:
-        problems.append(f'setup command is {svc.get("command")!r}, not ["python", "-m", "devstack", "setup"]')
-    if svc.get("restart") != "no":
-        problems.append(f'setup is one-shot: restart must be "no", found {svc.get("restart")!r}')
-    if not (builds_from_repo(svc) or (svc.get("image") and svc.get("image") == worker.get("image"))):
-        problems.append("setup must run the worker's image (same `image:`), which has devstack installed")
-    depends = svc.get("depends_on") or {}
-    for name in (REDPANDA, RESTATE, WORKER):
-        # The list form of depends_on only waits for the container to start, never for health.
-        condition = (depends.get(name) or {}).get("condition") if isinstance(depends, dict) else None
-        if condition != "service_healthy":
-            problems.append(f"setup must wait for {name!r} to be healthy (depends_on condition service_healthy)")
-        if not healthcheck_test(service(compose, name)):
-            problems.append(f"{name!r} has no healthcheck, so `service_healthy` could never hold")
-    worker_depends = worker.get("depends_on") or {}
-    if (
-        not isinstance(worker_depends, dict)
-        or (worker_depends.get(REDPANDA) or {}).get("condition") != "service_healthy"
-    ):
-        problems.append("the worker must wait for redpanda to be healthy before it starts publishing")
-    return problems
-
-
-COMPOSE_CHECKS: tuple[Check, ...] = (
-    check_services_present,
-    check_images_pinned,
-    check_host_ports_unique,
-    check_kafka_wiring,
-    check_worker_address,
-    check_topics,
-    check_subscription_target,
-    check_restate,
-    check_llm_passthrough,
-    check_worker_settings_load,
-    check_console,
-    check_setup_service,
-)
 
 
 # ---------------------------------------------------------------- tests
 
 
-@pytest.fixture(scope="module")
-def compose() -> Compose:
-    return load_compose()
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_compose_accepts_the_file(profile: str) -> None:
+    done = subprocess.run(
+        [str(COMPOSE), "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "--profile", profile,
+         "config", "--quiet"],
+        capture_output=True, text=True, timeout=60, check=False, env={"PATH": os.environ.get("PATH", "")},
+    )  # fmt: skip
+    assert COMPOSE.is_file(), "run `make deps`: it builds Docker Compose"
+    assert done.returncode == 0, done.stderr
 
 
-def test_interpolation_follows_compose_rules() -> None:
-    assert interpolate("${A:-x}", {}) == "x"
-    assert interpolate("${A:-x}", {"A": ""}) == "x"
-    assert interpolate("${A-x}", {"A": ""}) == ""
-    assert interpolate("${A}/$B/$$C", {"A": "1", "B": "2"}) == "1/2/$C"
-    with pytest.raises(ValueError, match="required"):
-        interpolate("${A:?set A}", {})
+def test_compose_itself_rejects_what_the_specification_does_not_allow() -> None:
+    # The validator is real: a port that is not a port, or an unknown key, is refused by Compose.
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    data["services"]["worker"]["ports"] = ["not-a-port"]
+    with pytest.raises(ComposeError, match="rejected"):
+        _project("single", data).config()
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    data["services"]["restate-1"]["healthcheck"]["intervall"] = "5s"
+    with pytest.raises(ComposeError, match="rejected"):
+        _project("cluster", data).config()
 
 
-def test_compose_file_parses(compose: Compose) -> None:
-    assert services(compose), "docker-compose.yml has no services"
-    for name, svc in services(compose).items():
-        assert isinstance(svc, dict), f"service {name!r} is not a mapping"
-
-
+@pytest.mark.parametrize("profile", list(PROFILES))
 @pytest.mark.parametrize("check", COMPOSE_CHECKS, ids=lambda c: c.__name__)
-def test_real_compose_file_passes(check: Check, compose: Compose) -> None:
-    problems = check(compose)
-    assert not problems, "docker-compose.yml:\n  " + "\n  ".join(problems)
+def test_real_compose_file_passes(check: Check, profile: str) -> None:
+    problems = check(_project(profile))
+    assert not problems, f"docker-compose.yml, profile {profile}:\n  " + "\n  ".join(problems)
+
+
+def test_the_balancer_config_is_valid_haproxy_and_balances_like_the_local_stack() -> None:
+    haproxy = shutil.which("haproxy")
+    assert haproxy, "haproxy is not installed: run `make deps`"
+    done = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def policy(text: str) -> set[str]:
+        # Everything but where servers are and how they are found: those differ by design.
+        skip = ("server", "server-template", "bind", "resolvers", "nameserver", "accepted_payload_size", "hold", "#")
+        lines = {" ".join(line.split()) for line in text.splitlines()}
+        return {
+            re.sub(r" resolvers docker init-addr none", "", line)
+            for line in lines
+            if line and not line.startswith(skip)
+        }
+
+    local = Balancer(StackConfig.create(SINGLE, 2)).config()
+    assert policy(HAPROXY_CFG.read_text()) == policy(local)
 
 
 def test_real_dockerfile_passes() -> None:
@@ -698,17 +710,18 @@ def test_real_dockerfile_passes() -> None:
 
 @dataclass(frozen=True)
 class Breakage:
-    """A deliberate mistake, the check that must catch it, and a fragment of the expected problem."""
+    """A deliberate mistake in the YAML, the check that must catch it, and a fragment of the expected problem."""
 
     name: str
+    profile: str
     check: Check
     expect: str
-    apply: Callable[[Compose], None]
+    apply: Callable[[dict[str, Any]], None]
 
 
-def _set(path: tuple[str, ...], value: Any) -> Callable[[Compose], None]:
-    def apply(compose: Compose) -> None:
-        node: Any = compose
+def _set(*path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def apply(data: dict[str, Any]) -> None:
+        node: Any = data
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
@@ -716,9 +729,9 @@ def _set(path: tuple[str, ...], value: Any) -> Callable[[Compose], None]:
     return apply
 
 
-def _delete(path: tuple[str, ...]) -> Callable[[Compose], None]:
-    def apply(compose: Compose) -> None:
-        node: Any = compose
+def _delete(*path: str) -> Callable[[dict[str, Any]], None]:
+    def apply(data: dict[str, Any]) -> None:
+        node: Any = data
         for key in path[:-1]:
             node = node[key]
         del node[path[-1]]
@@ -726,164 +739,65 @@ def _delete(path: tuple[str, ...]) -> Callable[[Compose], None]:
     return apply
 
 
+def _replace_in_command(service: str, old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def apply(data: dict[str, Any]) -> None:
+        svc = data["services"][service]
+        svc["command"] = [str(arg).replace(old, new) for arg in svc["command"]]
+
+    return apply
+
+
 S = "services"
 BREAKAGES = (
-    Breakage("no console", check_services_present, "'console' is missing", _delete((S, CONSOLE))),
-    Breakage(
-        "restate latest", check_images_pinned, "not pinned", _set((S, RESTATE, "image"), "restatedev/restate:latest")
-    ),
-    Breakage(
-        "console untagged", check_images_pinned, "has no tag", _set((S, CONSOLE, "image"), "redpandadata/console")
-    ),
-    Breakage("worker not built", check_images_pinned, "not pinned", _delete((S, WORKER, "build"))),
-    Breakage("port clash", check_host_ports_unique, "published by both", _set((S, CONSOLE, "ports"), ["9070:8080"])),
-    Breakage("unquoted port", check_host_ports_unique, "quote it", _set((S, CONSOLE, "ports"), [29048])),
-    Breakage(
-        "restate told localhost",
-        check_kafka_wiring,
-        "RESTATE_KAFKA_BOOTSTRAP",
-        _set((S, SETUP, "environment", "RESTATE_KAFKA_BOOTSTRAP"), "localhost:9092"),
-    ),
-    Breakage(
-        "worker on external port",
-        check_kafka_wiring,
-        "worker.KAFKA_BOOTSTRAP_SERVERS",
-        _set((S, WORKER, "environment", "KAFKA_BOOTSTRAP_SERVERS"), "redpanda:9092"),
-    ),
-    Breakage(
-        "restate bootstrap unset",
-        check_kafka_wiring,
-        "is not set",
-        _delete((S, SETUP, "environment", "RESTATE_KAFKA_BOOTSTRAP")),
-    ),
-    Breakage(
-        "internal listener advertised under another name",
-        check_kafka_wiring,
-        "exactly one listener",
-        lambda c: c[S][REDPANDA].__setitem__(
-            "command", [a.replace("internal://redpanda:", "internal://broker:") for a in c[S][REDPANDA]["command"]]
-        ),
-    ),
-    Breakage(
-        "external port not published",
-        check_kafka_wiring,
-        "does not publish host port 9092",
-        _set((S, REDPANDA, "ports"), ["19092:9092"]),
-    ),
-    Breakage(
-        "worker url port",
-        check_worker_address,
-        "disagrees",
-        _set((S, SETUP, "environment", "WORKER_URL"), "http://worker:8000"),
-    ),
-    Breakage(
-        "worker url at restate",
-        check_worker_address,
-        "not the 'worker' service",
-        _set((S, SETUP, "environment", "WORKER_URL"), "http://restate:9080"),
-    ),
-    Breakage(
-        "worker url loopback",
-        check_worker_address,
-        "does not name a compose service",
-        _set((S, SETUP, "environment", "WORKER_URL"), "http://127.0.0.1:9080"),
-    ),
-    Breakage(
-        "worker bind",
-        check_worker_address,
-        "not EXPOSEd",
-        _set((S, WORKER, "environment", "WORKER_BIND"), "0.0.0.0:9081"),
-    ),
-    Breakage(
-        "admin url",
-        check_worker_address,
-        "RESTATE_ADMIN_URL",
-        _set((S, SETUP, "environment", "RESTATE_ADMIN_URL"), "http://127.0.0.1:9070"),
-    ),
-    Breakage("tables topic", check_topics, "TABLES_TOPIC", _set((S, SETUP, "environment", "TABLES_TOPIC"), "results")),
-    Breakage(
-        "hard-coded topic", check_topics, "disagree", _set((S, WORKER, "environment", "REPORTS_TOPIC"), "reports")
-    ),
-    Breakage(
-        "subscription from another topic",
-        check_subscription_target,
-        "subscribes from",
-        _set((S, SETUP, "environment", "REPORTS_TOPIC"), "other"),
-    ),
-    Breakage(
-        "restate version",
-        check_restate,
-        "differs",
-        _set((S, RESTATE, "image"), "docker.restate.dev/restatedev/restate:1.7.11"),
-    ),
-    Breakage(
-        "restate config elsewhere",
-        check_restate,
-        "not this repository's restate.toml",
-        _set((S, RESTATE, "volumes"), ["./other.toml:/etc/restate/restate.toml:ro", "restate-data:/restate-data"]),
-    ),
-    Breakage(
-        "restate config writable",
-        check_restate,
-        "read-only",
-        _set((S, RESTATE, "volumes"), ["./restate.toml:/etc/restate/restate.toml", "restate-data:/restate-data"]),
-    ),
-    Breakage(
-        "restate config unset",
-        check_restate,
-        "RESTATE_CONFIG is not set",
-        _delete((S, RESTATE, "environment", "RESTATE_CONFIG")),
-    ),
-    Breakage(
-        "restate data not persisted",
-        check_restate,
-        "'restate-data' is not mounted",
-        _set((S, RESTATE, "volumes"), ["./restate.toml:/etc/restate/restate.toml:ro"]),
-    ),
-    Breakage(
-        "api key dropped",
-        check_llm_passthrough,
-        "OPENAI_API_KEY is not passed",
-        _delete((S, WORKER, "environment", "OPENAI_API_KEY")),
-    ),
-    Breakage(
-        "model hard-coded",
-        check_llm_passthrough,
-        "LLM_MODEL is",
-        _set((S, WORKER, "environment", "LLM_MODEL"), "gpt-4o"),
-    ),
-    Breakage(
-        "unparsable timeout",
-        check_worker_settings_load,
-        "would not start",
-        _set((S, WORKER, "environment", "LLM_TIMEOUT_SECONDS"), "${LLM_TIMEOUT_SECONDS:-soon}"),
-    ),
-    Breakage(
-        "drifted default",
-        check_worker_settings_load,
-        "code's default",
-        _set((S, WORKER, "environment", "STEP_MAX_ATTEMPTS"), "${STEP_MAX_ATTEMPTS:-9}"),
-    ),
-    Breakage("console on 8080", check_console, "clashes", _set((S, CONSOLE, "ports"), ["8080:8080"])),
-    Breakage("setup restarts", check_setup_service, "one-shot", _set((S, SETUP, "restart"), "always")),
-    Breakage(
-        "setup races the worker",
-        check_setup_service,
-        "'worker' to be healthy",
-        _delete((S, SETUP, "depends_on", WORKER)),
-    ),
-    Breakage("worker unchecked", check_setup_service, "no healthcheck", _delete((S, WORKER, "healthcheck"))),
-    Breakage(
-        "setup other image", check_setup_service, "worker's image", _set((S, SETUP, "image"), "python:3.11.11-slim")
-    ),
-)
+    Breakage("no console", "single", check_services, "'console' is missing", _delete(S, "console")),
+    Breakage("single in cluster", "cluster", check_services, "also starts 'restate'", _set(S, "restate", "profiles", value=["single", "cluster"])),
+    Breakage("restate latest", "single", check_images_pinned, "not pinned", _set(S, "restate", "image", value="docker.restate.dev/restatedev/restate:latest")),
+    Breakage("console untagged", "single", check_images_pinned, "has no tag", _set(S, "console", "image", value="redpandadata/console")),
+    Breakage("balancer untagged", "cluster", check_images_pinned, "has no tag", _set(S, "balancer", "image", value="haproxy")),
+    Breakage("port clash", "single", check_host_ports, "published by both", _set(S, "console", "ports", value=["127.0.0.1:9070:8080"])),
+    Breakage("port open to all", "cluster", check_host_ports, "every interface", _set(S, "restate-2", "ports", value=["8081:8080"])),
+    Breakage("restate told localhost", "single", check_kafka_wiring, "RESTATE_KAFKA_BOOTSTRAP", _set(S, "setup", "environment", "RESTATE_KAFKA_BOOTSTRAP", value="localhost:9092")),
+    Breakage("worker on external port", "single", check_kafka_wiring, "worker.KAFKA_BOOTSTRAP_SERVERS", _set(S, "worker", "environment", "KAFKA_BOOTSTRAP_SERVERS", value="redpanda:9092")),
+    Breakage("workers miss a broker", "cluster", check_kafka_wiring, "workers.KAFKA_BOOTSTRAP_SERVERS", _set(S, "workers", "environment", "KAFKA_BOOTSTRAP_SERVERS", value="redpanda-1:29092,redpanda-2:29092")),
+    Breakage("restate bootstrap unset", "single", check_kafka_wiring, "is not set", _delete(S, "setup", "environment", "RESTATE_KAFKA_BOOTSTRAP")),
+    Breakage("internal listener under another name", "cluster", check_kafka_wiring, "exactly one listener", _replace_in_command("redpanda-2", "internal://redpanda-2:", "internal://broker:")),
+    Breakage("external port not published", "single", check_kafka_wiring, "does not publish host port 9092", _set(S, "redpanda", "ports", value=["127.0.0.1:19092:9092"])),
+    Breakage("worker url port", "single", check_worker_address, "disagrees", _set(S, "setup", "environment", "WORKER_URL", value="http://worker:8000")),
+    Breakage("worker url at restate", "single", check_worker_address, "not 'worker'", _set(S, "setup", "environment", "WORKER_URL", value="http://restate:9080")),
+    Breakage("cluster registers a replica", "cluster", check_worker_address, "not 'balancer'", _set(S, "setup-cluster", "environment", "WORKER_URL", value="http://workers:9080")),
+    Breakage("balancer config elsewhere", "cluster", check_worker_address, "balancer's config", _set(S, "balancer", "volumes", value=["./other.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"])),
+    Breakage("workers bind elsewhere", "cluster", check_worker_address, "disagrees", _set(S, "workers", "environment", "WORKER_BIND", value="0.0.0.0:9081")),
+    Breakage("admin url", "single", check_worker_address, "RESTATE_ADMIN_URL", _set(S, "setup", "environment", "RESTATE_ADMIN_URL", value="http://127.0.0.1:9070")),
+    Breakage("tables topic", "single", check_topics, "TABLES_TOPIC", _set(S, "setup", "environment", "TABLES_TOPIC", value="results")),
+    Breakage("hard-coded topic", "cluster", check_topics, "REPORTS_TOPIC set in the shell", _set(S, "workers", "environment", "REPORTS_TOPIC", value="reports")),
+    Breakage("subscription from another topic", "single", check_subscription_target, "subscribes from", _set(S, "setup", "environment", "REPORTS_TOPIC", value="other")),
+    Breakage("restate version", "single", check_restate, "not restatedev/restate", _set(S, "restate", "image", value="docker.restate.dev/restatedev/restate:1.7.11")),
+    Breakage("restate config elsewhere", "single", check_restate, "not this repository's restate.toml", _set(S, "restate", "volumes", value=["./other.toml:/etc/restate/restate.toml:ro", "restate-data:/restate-data"])),
+    Breakage("restate config writable", "cluster", check_restate, "read-only", _set(S, "restate-3", "volumes", value=["./restate.toml:/etc/restate/restate.toml", "restate-3-data:/restate-data"])),
+    Breakage("restate data not persisted", "single", check_restate, "no named volume", _set(S, "restate", "volumes", value=["./restate.toml:/etc/restate/restate.toml:ro"])),
+    Breakage("two provisioners", "cluster", check_restate, "exactly one node", _set(S, "restate-2", "environment", "RESTATE_AUTO_PROVISION", value="true")),
+    Breakage("metadata peers", "cluster", check_restate, "does not list every node", _set(S, "restate-3", "environment", "RESTATE_METADATA_CLIENT__ADDRESSES", value='["http://restate-1:5122"]')),
+    Breakage("replication 1", "cluster", check_restate, "RESTATE_DEFAULT_REPLICATION", _set(S, "restate-1", "environment", "RESTATE_DEFAULT_REPLICATION", value="1")),
+    Breakage("advertised as another", "cluster", check_restate, "advertises", _set(S, "restate-2", "environment", "RESTATE_ADVERTISED_ADDRESS", value="http://restate-1:5122")),
+    Breakage("api key dropped", "single", check_llm_passthrough, "OPENAI_API_KEY", _delete(S, "worker", "environment", "OPENAI_API_KEY")),
+    Breakage("model hard-coded", "cluster", check_llm_passthrough, "LLM_MODEL", _set(S, "workers", "environment", "LLM_MODEL", value="gpt-4o")),
+    Breakage("unparsable timeout", "single", check_worker_settings_load, "would not start", _set(S, "worker", "environment", "LLM_TIMEOUT_SECONDS", value="${LLM_TIMEOUT_SECONDS:-soon}")),
+    Breakage("drifted default", "single", check_worker_settings_load, "code's default", _set(S, "worker", "environment", "STEP_MAX_ATTEMPTS", value="${STEP_MAX_ATTEMPTS:-9}")),
+    Breakage("setup restarts", "single", check_setup_service, "one-shot", _set(S, "setup", "restart", value="always")),
+    Breakage("setup races the balancer", "cluster", check_setup_service, "'balancer' to be healthy", _delete(S, "setup-cluster", "depends_on", "balancer")),
+    Breakage("worker unchecked", "single", check_setup_service, "no healthcheck", _delete(S, "worker", "healthcheck")),
+    Breakage("setup other image", "single", check_setup_service, "worker's image", _set(S, "setup", "image", value="python:3.11.11-slim")),
+    Breakage("topics on one broker", "cluster", check_setup_service, "TOPIC_REPLICATION_FACTOR", _delete(S, "setup-cluster", "environment", "TOPIC_REPLICATION_FACTOR")),
+    Breakage("fixed replicas", "cluster", check_worker_replicas, "replicas", _set(S, "workers", "deploy", "replicas", value=2)),
+    Breakage("workers published", "cluster", check_worker_replicas, "publishes a port", _set(S, "workers", "ports", value=["127.0.0.1:9081:9080"])),
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("breakage", BREAKAGES, ids=lambda b: b.name)
-def test_broken_copy_is_caught(breakage: Breakage, compose: Compose) -> None:
-    broken = copy.deepcopy(compose)
-    breakage.apply(broken)
-    problems = breakage.check(broken)
+def test_broken_copy_is_caught(breakage: Breakage) -> None:
+    data = copy.deepcopy(yaml.safe_load(COMPOSE_FILE.read_text()))
+    breakage.apply(data)
+    problems = breakage.check(_project(breakage.profile, data))
     assert any(breakage.expect in p for p in problems), (
         f"{breakage.check.__name__} missed '{breakage.name}': "
         f"expected a problem containing {breakage.expect!r}, got {problems}"

@@ -247,6 +247,9 @@ class Settings(BaseSettings):
     )
     subscription_group_id: str = Field(default="report-chain", description="The subscription's consumer group.")
     reports_partitions: int = Field(default=4, ge=1, description="Partitions setup gives a new reports topic.")
+    topic_replication_factor: int | None = Field(
+        default=None, ge=1, description="Replicas of each topic setup creates; default: the brokers' default."
+    )
 
     # Fault injection, for the recovery tests and chaos runs only (worker/faults.py).
     fault_crash_after_publish: str | None = Field(
