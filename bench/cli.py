@@ -21,6 +21,9 @@ scenarios (default: all but soak):
                 --llm-latency, then --slow-levels at --slow-llm-latency
   low-load      one report at a time: the worker vs the engine floor
   soak          the worker's RSS over --soak-reports reports (20,000: minutes more; also --soak)
+  scaling       1 vs 2 worker processes (single node) and the cluster (3 brokers, 3 Restate nodes,
+                2 workers) under the same OpenAI load, then a SIGKILL per kind of process on each:
+                failover pause, duplicates, nothing lost (stacks of its own, after the others)
   extraction    value P/R/F1, unit and name accuracy of the offline extractor on the labelled
                 corpus (evaluation/), per part of it; needs no stack, takes a second
 1-3 run first, in --rounds interleaved rounds (so background load hits them alike), then

@@ -19,7 +19,7 @@ import httpx
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from devstack.config import MAX_WORKER_PROCESSES, REPO_ROOT, StackConfig
+from devstack.config import MAX_WORKER_PROCESSES, REPO_ROOT, SINGLE, Profile, StackConfig
 from devstack.processes import ManagedProcess, port_in_use
 from devstack.setup import run_setup
 from devstack.stack import Stack
@@ -45,9 +45,17 @@ def openai_env(base_url: str) -> dict[str, str]:
 
 
 class BenchEnvironment:
-    def __init__(self, port_offset: int, log: Callable[[str], None]) -> None:
-        # One run directory per offset: two runs with different offsets never share files.
-        self.cfg = replace(StackConfig.for_tests(port_offset), run_dir=REPO_ROOT / ".run" / f"bench-{port_offset}")
+    def __init__(
+        self,
+        port_offset: int,
+        log: Callable[[str], None],
+        profile: Profile = SINGLE,
+        worker_processes: int | None = None,
+    ) -> None:
+        # One run directory per offset (and profile): two runs with different offsets never share files.
+        name = f"bench-{port_offset}" + ("" if profile == SINGLE else f"-{profile.name}")
+        cfg = StackConfig.for_tests(port_offset, profile, worker_processes)
+        self.cfg = replace(cfg, run_dir=REPO_ROOT / ".run" / name)
         run_dir = self.cfg.run_dir
         self.log = log
         self.stack = Stack(self.cfg, log=lambda line: log(f"stack: {line}"))
@@ -100,15 +108,18 @@ class BenchEnvironment:
             ENGINE_FLOOR_OUT: 1,
         }
         admin = AdminClient({"bootstrap.servers": self.cfg.kafka_bootstrap, "log_level": "3"})
-        topics = [NewTopic(name, n, 1, config=LOG_APPEND_TIME) for name, n in wanted.items()]
+        # On every broker of a cluster (as devstack's brokers default to), on the one broker otherwise.
+        replicas = self.cfg.kafka_nodes
+        topics = [NewTopic(name, n, replicas, config=LOG_APPEND_TIME) for name, n in wanted.items()]
         for future in admin.create_topics(topics).values():
             future.result()
 
     def pids(self, *names: str) -> dict[str, int]:
-        """PIDs of stack components and extra processes by name (kafka, restate, worker, engine-floor, ...)."""
+        """PIDs of stack components and extra processes by name (kafka, restate-2, worker, engine-floor, ...)."""
         found = {}
+        stack = {c.name for c in self.stack.components}
         for name in names:
-            proc = self.stack.component(name).process if name in ("kafka", "restate", "worker") else self._extra(name)
+            proc = self.stack.component(name).process if name in stack else self._extra(name)
             pid = proc.pid()
             if pid is None:
                 raise RuntimeError(f"{name} is not running; see {proc.log_file}")
@@ -120,6 +131,20 @@ class BenchEnvironment:
             if proc.name == name:
                 return proc
         raise KeyError(name)
+
+    def stack_pids(self) -> dict[str, int]:
+        """Every running process of the stack, by component name."""
+        return {name: pid for name, pid in self.stack.status().items() if pid is not None}
+
+    def use_worker_processes(self, count: int) -> None:
+        """The same stack with `count` worker processes (and a balancer in front of several)."""
+        if count == self.cfg.worker_processes:
+            return
+        env = dict(self._worker_env or OFFLINE_ENV)
+        self.cfg = replace(self.cfg, worker_processes=count)
+        self.stack = Stack(self.cfg, log=self.stack.log)
+        self.stack.worker_env = env
+        self.stack.up()  # stops the other shape's workers and balancer, starts these, registers them
 
     def use_worker_env(self, env: Mapping[str, str]) -> None:
         """Restart the worker with `env` unless it already runs with it, and re-register it."""

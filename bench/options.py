@@ -14,8 +14,10 @@ OPENAI = "openai"
 LOW_LOAD = "low-load"
 SOAK = "soak"
 EXTRACTION = "extraction"
-DEFAULT_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD, EXTRACTION)
-# Every scenario but the extraction score needs the stack.
+SCALING = "scaling"
+DEFAULT_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD, EXTRACTION, SCALING)
+# The scenarios run on the bench's single-node stack (the scaling one starts stacks of its own after
+# that one stopped; the extraction score needs none).
 STACK_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD, SOAK)
 # The soak takes minutes more, so it runs only when asked for (`--soak` or `--scenarios soak`).
 SCENARIOS = (*DEFAULT_SCENARIOS, SOAK)
@@ -47,6 +49,12 @@ class Options:
     soak_warmup: int = 2_000
     soak_samples: int = 20
     """RSS samples taken evenly over the soak (after its warm-up)."""
+    scaling_reports: int = 1000
+    """Measured reports per subject and round of the scaling scenario (1 vs 2 workers, single vs cluster)."""
+    scaling_in_flight: int = 100
+    scaling_llm_latency: float = 0.2
+    failover_reports: int = 150
+    """Reports sent over 15 s around each kill of the scaling scenario."""
     port_offset: int = 10500
     docs: Path | None = DOCS
     keep_stack: bool = False
@@ -55,7 +63,15 @@ class Options:
     def quick(cls) -> Options:
         """A smoke-sized run (about two minutes) for developing the harness; numbers are indicative only."""
         return cls(
-            reports=300, warmup=50, rounds=2, low_load_reports=30, soak_reports=3_000, soak_warmup=500, docs=None
+            reports=300,
+            warmup=50,
+            rounds=2,
+            low_load_reports=30,
+            soak_reports=3_000,
+            soak_warmup=500,
+            docs=None,
+            scaling_reports=200,
+            failover_reports=100,
         )
 
     @property

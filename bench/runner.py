@@ -17,11 +17,13 @@ from bench.options import (
     LOW_LOAD,
     OFFLINE,
     OPENAI,
+    SCALING,
     SOAK,
     STACK_SCENARIOS,
     Options,
 )
 from bench.report import RunInfo, render, render_soak, write_docs
+from bench.scaling import ScalingResults, render_scaling, run_scaling
 from bench.scenarios import Bench
 
 
@@ -70,6 +72,15 @@ def run(options: Options, command: str) -> int:
         elif needs_stack:
             env.down()
 
+    # Its stacks use the same ports as the one above, which is down by now.
+    scaling: ScalingResults | None = None
+    if options.wants(SCALING):
+        try:
+            scaling = run_scaling(options, log)
+        except Exception as exc:  # noqa: BLE001 - the other scenarios' numbers still count
+            errors.append(f"{SCALING}: {exc}")
+            log(f"{SCALING} FAILED: {exc}")
+
     info = RunInfo(
         command=command,
         started=started_at,
@@ -86,8 +97,10 @@ def run(options: Options, command: str) -> int:
         blocks["extraction"] = render_extraction()
     if bench.results.soak is not None:
         blocks["soak"] = render_soak(info, bench.results.soak)
+    if scaling is not None:
+        blocks["scaling"] = f"Run `{command}` started {started_at}.\n\n" + render_scaling(scaling, options)
     print("\n\n".join(blocks.values()), flush=True)
-    ok = bench.results.ok and not errors
+    ok = bench.results.ok and not errors and (scaling is None or scaling.ok)
     for error in errors:
         print(f"bench: {error}", file=sys.stderr)
     if not bench.results.ok:
