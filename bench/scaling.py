@@ -114,6 +114,7 @@ class Scaling:
                     subjects[n].runs.append(self._measure(env, driver, f"single-{n}w-r{r}"))
                     self._say(subjects[n])
             driver.close()
+            env.use_worker_processes(2)  # as in the cluster: a killed worker has a peer
             self._kills(env, SINGLE, SINGLE_KILLS)
         finally:
             env.down()
