@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -45,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser(
             "env",
             help="print the running stack's addresses as shell variables (KAFKA_BOOTSTRAP_SERVERS, "
-            "RESTATE_ADMIN_URL, ...), for `env $(python -m devstack env) report-status`",
+            "RESTATE_ADMIN_URL, ...) that the environment does not set already, for "
+            "`env $(python -m devstack env) report-status`",
         )
     )
     restart = with_profile(
@@ -117,7 +119,8 @@ def _env_lines(stack: Stack) -> list[str]:
         "RESTATE_INGRESS_URL": c.ingress_url,
         "WORKER_URL": c.worker_url,
     }
-    return [f"{name}={shlex.quote(value)}" for name, value in values.items()]
+    # What the caller set explicitly wins (e.g. a test stack's addresses, or a remote cluster).
+    return [f"{name}={shlex.quote(value)}" for name, value in values.items() if name not in os.environ]
 
 
 def main(argv: list[str] | None = None) -> int:
