@@ -114,7 +114,7 @@ test-cluster: deps  ## the cluster session alone: kill a Restate node, a Kafka b
 	$(VENV)/bin/pytest -m cluster tests/cluster
 
 unit: $(VENV)/.installed  ## the tests that need no services: only the Python venv (no JDK, Maven, npm or model)
-	$(VENV)/bin/pytest -m "not stack and not model and not bench"
+	$(VENV)/bin/pytest -m "not stack and not model and not tools and not bench and not cluster"
 
 bench: deps  ## benchmarks (not part of `make test`): throughput, then the local model's quality (~1 h)
 	$(PY) -m bench

@@ -36,6 +36,8 @@ from devstack.config import SINGLE, StackConfig
 from devstack.setup import SetupConfig
 from worker.settings import Settings, settings_from
 
+pytestmark = pytest.mark.tools
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

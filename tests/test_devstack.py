@@ -201,6 +201,7 @@ def test_restate_nodes_form_one_cluster_provisioned_by_exactly_one() -> None:
     assert single.node_name == "devstack" and "RESTATE_AUTO_PROVISION" not in single.env()
 
 
+@pytest.mark.tools
 def test_the_balancer_config_is_valid_haproxy(tmp_path: Path) -> None:
     # HAProxy itself checks the file (`make deps` installs it; missing, this fails).
     balancer = Balancer(replace(StackConfig.create(SINGLE, 3), run_dir=tmp_path))

@@ -145,6 +145,7 @@ def test_restate_calls_the_balancer_which_balances_like_the_local_stack() -> Non
     assert policy(config) == policy(Balancer(StackConfig.create(SINGLE, 2)).config())
 
 
+@pytest.mark.tools
 def test_the_balancer_config_is_valid_haproxy(tmp_path: Path) -> None:
     haproxy = shutil.which("haproxy")
     assert haproxy, "haproxy is not installed: run `make deps`"
