@@ -478,9 +478,8 @@ def _restate_cluster(project: Project) -> list[str]:
             for var, value in expected.items()
             if env.get(var) != value
         ]
-        roles = set(json.loads(env.get("RESTATE_ROLES") or "[]"))
-        if roles != {"http-ingress", "admin", "worker", "log-server", "metadata-server"}:
-            problems.append(f"{name}: roles {sorted(roles)}, not every role")
+        if "RESTATE_ROLES" in env:
+            problems.append(f"{name}: RESTATE_ROLES overrides restate.toml's roles (no HTTP ingress, on purpose)")
     provisioning = [name for name, env in envs.items() if env.get("RESTATE_AUTO_PROVISION") == "true"]
     if len(provisioning) != 1:
         problems.append(f"exactly one node must auto-provision the cluster, found {provisioning}")
@@ -757,7 +756,7 @@ BREAKAGES = (
     Breakage("console untagged", "single", check_images_pinned, "has no tag", _set(S, "console", "image", value="redpandadata/console")),
     Breakage("balancer untagged", "cluster", check_images_pinned, "has no tag", _set(S, "balancer", "image", value="haproxy")),
     Breakage("port clash", "single", check_host_ports, "published by both", _set(S, "console", "ports", value=["127.0.0.1:9070:8080"])),
-    Breakage("port open to all", "cluster", check_host_ports, "every interface", _set(S, "restate-2", "ports", value=["8081:8080"])),
+    Breakage("port open to all", "cluster", check_host_ports, "every interface", _set(S, "restate-2", "ports", value=["9071:9070"])),
     Breakage("restate told localhost", "single", check_kafka_wiring, "RESTATE_KAFKA_BOOTSTRAP", _set(S, "setup", "environment", "RESTATE_KAFKA_BOOTSTRAP", value="localhost:9092")),
     Breakage("worker on external port", "single", check_kafka_wiring, "worker.KAFKA_BOOTSTRAP_SERVERS", _set(S, "worker", "environment", "KAFKA_BOOTSTRAP_SERVERS", value="redpanda:9092")),
     Breakage("workers miss a broker", "cluster", check_kafka_wiring, "workers.KAFKA_BOOTSTRAP_SERVERS", _set(S, "workers", "environment", "KAFKA_BOOTSTRAP_SERVERS", value="redpanda-1:29092,redpanda-2:29092")),
@@ -781,6 +780,7 @@ BREAKAGES = (
     Breakage("metadata peers", "cluster", check_restate, "does not list every node", _set(S, "restate-3", "environment", "RESTATE_METADATA_CLIENT__ADDRESSES", value='["http://restate-1:5122"]')),
     Breakage("replication 1", "cluster", check_restate, "RESTATE_DEFAULT_REPLICATION", _set(S, "restate-1", "environment", "RESTATE_DEFAULT_REPLICATION", value="1")),
     Breakage("advertised as another", "cluster", check_restate, "advertises", _set(S, "restate-2", "environment", "RESTATE_ADVERTISED_ADDRESS", value="http://restate-1:5122")),
+    Breakage("ingress opened", "cluster", check_restate, "RESTATE_ROLES", _set(S, "restate-3", "environment", "RESTATE_ROLES", value='["worker", "admin", "metadata-server", "log-server", "http-ingress"]')),
     Breakage("api key dropped", "single", check_llm_passthrough, "OPENAI_API_KEY", _delete(S, "worker", "environment", "OPENAI_API_KEY")),
     Breakage("model hard-coded", "cluster", check_llm_passthrough, "LLM_MODEL", _set(S, "workers", "environment", "LLM_MODEL", value="gpt-4o")),
     Breakage("unparsable timeout", "single", check_worker_settings_load, "would not start", _set(S, "worker", "environment", "LLM_TIMEOUT_SECONDS", value="${LLM_TIMEOUT_SECONDS:-soon}")),

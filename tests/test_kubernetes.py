@@ -166,6 +166,9 @@ def test_the_helm_values_use_only_the_charts_keys_and_valid_objects() -> None:
     # The chart's headless Service is `<fullname>-cluster` on the node port.
     assert json.loads(env["RESTATE_METADATA_CLIENT__ADDRESSES"]) == [f"http://{data['nameOverride']}-cluster:5122"]
     assert env["RESTATE_AUTO_PROVISION"] == "false"
+    # The chart's readiness probe needs the HTTP ingress; with it on, the workers verify Kafka sources.
+    assert "http-ingress" in json.loads(env["RESTATE_ROLES"])
+    assert find("ConfigMap", "report-chain")["data"]["VERIFY_KAFKA_SOURCE"] == "true"
     assert env["RESTATE_WORKER__SNAPSHOTS__DESTINATION"].startswith("s3://")
     mounts = {m["mountPath"] for m in data["extraVolumeMounts"]}
     assert str(Path(env["RESTATE_CONFIG"]).parent) in mounts
