@@ -19,6 +19,15 @@ from tests.harness import TestStack
 
 # Each call takes this long, so a kill lands while steps are in flight.
 LLM_CALL_SECONDS = 0.3
+# One line per kill (duplicates counted, pause measured), shown at the end of the session.
+KILL_SUMMARIES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if KILL_SUMMARIES:
+        terminalreporter.section("kills under load")
+        for line in KILL_SUMMARIES:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

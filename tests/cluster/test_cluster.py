@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from chaos.failover import FailoverPlan, run_failover
 from devstack.setup import run_setup
 from testllm import LLMServer
+from tests.cluster.conftest import KILL_SUMMARIES
 from tests.harness import TestStack, unique
 
 pytestmark = pytest.mark.cluster
@@ -103,7 +104,7 @@ def test_a_killed_node_loses_nothing(cluster: TestStack, llm: LLMServer, victim:
     llm.reset()
     plan = FailoverPlan(victim=victim, reports=150, send_seconds=15, kill_at_s=5, down_s=5, seed=VICTIMS[victim])
     report = run_failover(cluster.stack, llm, plan, log=lambda line: print(f"[failover] {line}", flush=True))
-    print(report.summary(), flush=True)
+    KILL_SUMMARIES.append(report.summary())
 
     accounting = report.accounting
     assert not report.failures(), f"{report.summary()}\n{accounting.render()}"
