@@ -15,7 +15,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m testllm",
         description="A local OpenAI-compatible chat-completions server that answers every report correctly "
-        "(offline extractor, sort by value, markdown table). Point the worker at it with "
+        "(the labelled corpus's metrics, else every number offered; sorted by value; one row per metric). "
+        "Point the worker at it with "
         "OPENAI_BASE_URL=http://HOST:PORT/v1 and any OPENAI_API_KEY.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")

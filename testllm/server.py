@@ -11,8 +11,8 @@ real. Tests script what it does per (report id, step) and read back what it saw:
 
 Calls are attributed by the `X-Report-Id` / `X-Report-Step` headers the provider
 sends (falling back to the prompt). With nothing scripted every call gets a
-correct answer: the offline extractor's metrics, sorted by value, and the offline
-provider's markdown table, so the server can also serve load tests:
+correct answer (testllm/answers.py: the labels of the project's corpus, else every
+number offered), so the server can also serve load tests:
 
     python -m testllm --port 8765 --latency 0.2
 """
@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from testllm.answers import correct_answer, guess_step
+from testllm.answers import correct_answer, guess_step, offered_quotes
 from testllm.behaviours import (
     Answer,
     Behaviour,
@@ -67,6 +67,7 @@ class LLMServer:
         self._limiter = Limiter(rate_limit) if rate_limit else None
         self._scripts: dict[tuple[str, str], deque[Behaviour]] = defaultdict(deque)
         self._calls: list[Call] = []
+        self._in_flight = 0
         self._seq = itertools.count(1)
         self._response_ids = itertools.count(1)
         self._instance = uuid.uuid4().hex[:8]
@@ -140,6 +141,16 @@ class LLMServer:
         """Calls the rate limit answered with 429."""
         return [c for c in self.calls() if c.rate_limited]
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled right now (received, not yet answered)."""
+        with self._lock:
+            return self._in_flight
+
+    def _count_in_flight(self, delta: int) -> None:
+        with self._lock:
+            self._in_flight += delta
+
     def calls(self, report_id: str | None = None, step: Step | str | None = None) -> list[Call]:
         with self._lock:
             calls = list(self._calls)
@@ -191,7 +202,8 @@ class LLMServer:
         else:
             behaviour = self._next_behaviour(report_id, step)
             api_key = headers.get("authorization", "").removeprefix("Bearer ")
-            reply = self._apply(behaviour, step, report_id, model, messages, response_format, api_key)
+            offered = offered_quotes(body) if step == Step.EXTRACT.short else None
+            reply = self._apply(behaviour, step, model, messages, response_format, api_key, offered)
             if admitted is not None:
                 with self._lock:
                     admitted.completion = reply.completion_tokens
@@ -229,11 +241,11 @@ class LLMServer:
         self,
         behaviour: Behaviour,
         step: str,
-        report_id: str,
         model: str,
         messages: list[dict[str, Any]],
         response_format: str | None,
         api_key: str,
+        offered: list[str] | None,
     ) -> _Reply:
         if isinstance(behaviour, Status):
             body = behaviour.body if behaviour.body is not None else _error_body(behaviour.code, api_key)
@@ -247,7 +259,7 @@ class LLMServer:
             return self._completion(model, messages, content, correct=False)
         correct = behaviour if isinstance(behaviour, Correct) else Correct()
         try:
-            answer = correct_answer(correct, step, messages)
+            answer = correct_answer(correct, step, messages, offered)
         except ValueError as err:
             return _Reply(400, {"error": {"message": str(err), "type": "invalid_request_error", "param": None}})
         return self._completion(model, messages, json.dumps(answer), correct=True, usage=correct.usage)
@@ -355,6 +367,13 @@ class _Handler(BaseHTTPRequestHandler):
     app: LLMServer
 
     def do_POST(self) -> None:
+        self.app._count_in_flight(1)
+        try:
+            self._post()
+        finally:
+            self.app._count_in_flight(-1)
+
+    def _post(self) -> None:
         received_at = time.time()
         path = self.path.split("?", 1)[0]
         body_bytes = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -374,7 +393,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             reply = self.app._respond(path, headers, body, self.client_address[1], received_at)
         except Exception as err:
-            # A bug here (or a missing offline provider) must reach the test as a visible 500, not a dropped socket.
+            # A bug here must reach the test as a visible 500, not a dropped socket.
             log.exception("llm server failed to answer")
             reply = _Reply(500, {"error": {"message": f"llm server bug: {err!r}", "type": "server_error"}})
         self._send(reply)

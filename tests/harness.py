@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import threading
 import time
@@ -42,6 +43,9 @@ BASE_WORKER_ENV = {
 }
 
 
+INVOCATION_ID = re.compile(r"inv_[0-9A-Za-z]+")
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -64,6 +68,8 @@ class OutputWatcher:
 
     bootstrap: str
     by_key: dict[str, list[OutputRecord]] = field(default_factory=lambda: defaultdict(list))
+    read_up_to: dict[tuple[str, int], int] = field(default_factory=dict)
+    """The next offset to read, per (topic, partition)."""
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -96,6 +102,7 @@ class OutputWatcher:
                 )
                 with self._lock:
                     self.by_key[key or ""].append(record)
+                    self.read_up_to[(record.topic, record.partition)] = record.offset + 1
                     self._lock.notify_all()
         finally:
             consumer.close()
@@ -107,6 +114,23 @@ class OutputWatcher:
     def records(self, key: str) -> list[OutputRecord]:
         with self._lock:
             return list(self.by_key.get(key, []))
+
+    def wait_caught_up(self, timeout: float = 60.0) -> None:
+        """Wait until every record the output topics hold now has been read."""
+        probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": unique("test-probe"), "log_level": "0"})
+        try:
+            ends = {
+                (t, 0): int(probe.get_watermark_offsets(TopicPartition(t, 0), timeout=10)[1]) for t in (TABLES, DLQ)
+            }
+        finally:
+            probe.close()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while any(self.read_up_to.get(tp, 0) < end for tp, end in ends.items()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"the output watcher read up to {self.read_up_to}, not {ends}, in {timeout} s")
+                self._lock.wait(min(remaining, 0.5))
 
     def wait_for(self, keys: Iterable[str], timeout: float = 60.0) -> dict[str, list[OutputRecord]]:
         """Wait until every key has at least one output record; fail with the missing keys."""
@@ -202,6 +226,31 @@ class TestStack:
                 return rows[0]
             time.sleep(0.2)
         raise AssertionError(f"no invocation of the record keyed {key!r} within {timeout} s")
+
+    def invocation_statuses(self, invocation_ids: Iterable[str]) -> dict[str, str]:
+        """Restate's status of each invocation (pending, running, backing-off, suspended, paused, completed, ...)."""
+        listed = ", ".join(f"'{i}'" for i in invocation_ids if INVOCATION_ID.fullmatch(i))
+        if not listed:
+            return {}
+        return {
+            str(r["id"]): str(r["status"])
+            for r in self.query(f"SELECT id, status FROM sys_invocation WHERE id IN ({listed})")
+        }
+
+    def wait_finished(self, report_ids: Iterable[str], timeout: float = 60.0) -> None:
+        """Wait until the invocations behind the outputs of `report_ids` completed in Restate and the output
+        watcher has read every output record: from then on none of them can publish anything more."""
+        wanted = {r.json()["invocation_id"] for rid in report_ids for r in self.outputs.records(rid)}
+
+        def unfinished() -> set[str]:
+            statuses = self.invocation_statuses(wanted)
+            return {i for i in wanted if statuses.get(i) != "completed"}
+
+        deadline = time.monotonic() + timeout
+        while pending := unfinished():
+            assert time.monotonic() < deadline, f"{len(pending)} invocations not completed in {timeout} s: {pending}"
+            time.sleep(0.1)
+        self.outputs.wait_caught_up(timeout)
 
     def journal(self, invocation_id: str) -> list[dict[str, Any]]:
         return self.query(

@@ -386,7 +386,7 @@ def test_missing_key_is_a_configuration_error() -> None:
 
 
 def test_unscripted_calls_get_correct_answers_for_any_report(llm: LLMServer, provider: OpenAIProvider) -> None:
-    """The default behaviour (load tests): the offline extractor's quotes, letters by value, rows as given;
+    """The default behaviour (load tests): every quote offered, letters by value, rows as given;
     each passes the step's validation."""
 
     async def chain() -> tuple[list[Metric], list[Metric]]:

@@ -101,6 +101,11 @@ def journaled_response_ids(
     return found
 
 
+def running_invocations(stack: TestStack) -> list[str]:
+    rows = stack.query("SELECT id FROM sys_invocation WHERE target = 'ReportChain/process' AND status = 'running'")
+    return [str(r["id"]) for r in rows]
+
+
 def ledger_ids(table: dict[str, Any]) -> dict[str, str]:
     """Step name -> the response id the published table's ledger carries."""
     return {fact["step"]: fact["response_id"] for fact in table["ledger"]["steps"]}
@@ -232,7 +237,8 @@ def test_worker_sigkill_mid_flight_resumes_without_redoing_completed_steps(recov
     # Half of the 60 LLM calls answered: reports are spread over the three steps.
     wait_until("LLM steps under way", lambda: len(ours()) >= 30, timeout=90)
     killed_at = kill(stack, "worker")
-    time.sleep(0.5)  # whatever the worker sent before dying reaches Restate's journal
+    # Once Restate has seen every stream to the dead worker end, all it received is in the journal.
+    wait_until("Restate to notice the worker is gone", lambda: not running_invocations(stack), timeout=30)
     finished_before = [rid for rid in ids if stack.outputs.records(rid)]
     journaled_at_kill = {r: s for r, s in journaled_response_ids(stack).items() if r in {c.response_id for c in ours()}}
     assert len(finished_before) < len(ids), "every report finished before the kill: nothing was in flight"
@@ -273,8 +279,11 @@ def test_worker_killed_while_sort_waits_on_the_llm_never_repeats_extract(recover
     [extract] = llm.calls(rid, "extract")
     assert extract.successful
     killed_at = kill(stack, "worker")
-    time.sleep(0.5)
-    assert extract.response_id in journaled_response_ids(stack), "step 1 was not journaled before the kill"
+    wait_until(
+        "step 1 in the journal (it was, before the sort call began)",
+        lambda: extract.response_id in journaled_response_ids(stack),
+        timeout=10,
+    )
 
     started = time.monotonic()
     stack.stack.up()
@@ -310,7 +319,7 @@ def test_crash_between_publish_and_journal_yields_a_byte_identical_duplicate(
     stack.stack.up()
     wait_until("the re-run publish step", lambda: len(stack.outputs.records(rid)) >= 2, timeout=90)
     recovered = time.monotonic() - started
-    time.sleep(1.0)  # nothing else may follow
+    stack.wait_finished([rid])  # nothing else may follow
 
     records = stack.outputs.records(rid)
     assert [r.topic for r in records] == [TABLES, TABLES]
@@ -388,7 +397,9 @@ def test_restate_sigkill_with_reports_in_flight_loses_nothing(recovery: TestStac
     finished_before = [rid for rid in ids if stack.outputs.records(rid)]
     assert len(finished_before) < len(ids), "every report finished before the kill: nothing was in flight"
     assert journaled_before
-    time.sleep(1.0)
+    # The worker's handlers lost their streams: let the LLM calls they had started end, so every call
+    # after the restart comes from a resumed invocation.
+    wait_until("the LLM calls in flight at the kill to end", lambda: llm.in_flight == 0, timeout=30)
 
     restarted_at = time.time()
     started = time.monotonic()
@@ -548,7 +559,7 @@ def test_every_input_has_exactly_one_outcome(recovery: TestStack, llm: LLMServer
 
     stack.outputs.wait_for(ids, timeout=180)
     elapsed = time.monotonic() - started
-    time.sleep(2.0)  # late duplicates or second outcomes would show up now
+    stack.wait_finished(ids)  # every invocation completed: no late duplicate or second outcome can follow
 
     outputs: dict[str, list[OutputRecord]] = {rid: stack.outputs.records(rid) for rid in ids}
     both = [rid for rid, recs in outputs.items() if len({r.topic for r in recs}) > 1]

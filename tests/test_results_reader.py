@@ -172,11 +172,13 @@ def test_library_follow_sees_new_results_as_they_arrive(stack: TestStack) -> Non
         stop.set()
 
     options = ReadOptions(from_beginning=False, follow=True, ids=frozenset({late_id}), timeout=30)
+    positioned = threading.Event()
     reader = threading.Thread(
-        target=read_results, args=(consumer_config(stack.cfg.kafka_bootstrap, {}), options, on_result, stop)
+        target=read_results,
+        args=(consumer_config(stack.cfg.kafka_bootstrap, {}), options, on_result, stop, positioned.set),
     )
     reader.start()
-    time.sleep(2)  # the reader is positioned at the end before the record is published
+    assert positioned.wait(timeout=30), "the reader did not position itself at the end of the topics"
     stack.send(encode(table_record(late_id)), key=late_id, topic=TABLES)
     stack.flush()
     reader.join(timeout=40)

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -295,10 +296,21 @@ def test_watch_refreshes_until_ctrl_c_and_exits_0(stack: TestStack) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None and process.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)
+    reader.start()
     try:
-        time.sleep(4)
+
+        def refreshed_twice() -> bool:  # two screens, the second complete (it ends with the lag note)
+            shown = "".join(lines)
+            return shown.count(CLEAR_SCREEN) >= 2 and shown.count("note:") >= 2
+
+        eventually(refreshed_twice, "two refreshes")
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=15)
+        process.wait(timeout=15)
+        reader.join(timeout=15)
+        out, err = "".join(lines), process.stderr.read()
     finally:
         if process.poll() is None:
             process.kill()
