@@ -7,8 +7,7 @@ import pytest
 
 from evaluation import CORPUS_PATH, load_corpus
 from worker.models import Metric
-from worker.providers.offline import extract_metrics, extract_quotes, markdown_table, sort_metrics
-from worker.quotes import resolve
+from worker.providers.offline import extract_metrics, markdown_table, sort_metrics
 from worker.validation import check_grounded, check_sorted_permutation, check_table
 
 
@@ -170,15 +169,6 @@ def test_table_renders_readable_values_and_escapes_pipes() -> None:
 
 def test_table_of_no_metrics_is_a_header() -> None:
     assert markdown_table([]) == "| Metric | Value | Unit |\n|---|---:|---|"
-
-
-def test_quoted_metrics_resolve_to_the_extracted_metrics_on_every_labelled_report() -> None:
-    """The offline extractor as quoted items (the test LLM server's correct extract answer) reads back,
-    through the quote rules of worker/quotes.py, as exactly the metrics it extracted."""
-    for report in load_corpus():
-        resolved = resolve(report.message, extract_quotes(report.message))
-        assert resolved.rejected == [], (report.id, resolved.rejected)
-        assert triples(resolved.metrics) == triples(extract_metrics(report.message)), report.id
 
 
 def test_extraction_is_deterministic() -> None:

@@ -16,7 +16,6 @@ import re
 from worker.models import Metric
 from worker.naming import name_quantities
 from worker.numbers import Quantity, find_quantities, format_number
-from worker.quotes import QuotedMetric
 
 _WORD_RE = re.compile(r"[^\W_][\w'’&/-]*")
 
@@ -41,12 +40,6 @@ _LABELS = _words("""
 def extract_metrics(text: str) -> list[Metric]:
     """The metrics a report states, in order of appearance."""
     return [Metric(name=name, value=q.value, unit=q.unit) for name, q in _named_quantities(text)]
-
-
-def extract_quotes(text: str) -> list[QuotedMetric]:
-    """The same metrics as quoted items (name, the quantity as written, unit): a correct answer to the
-    extract contract of worker/prompts.py (the test LLM server answers with it)."""
-    return [QuotedMetric(name=name, quote=q.raw, unit=q.unit) for name, q in _named_quantities(text)]
 
 
 def _named_quantities(text: str) -> list[tuple[str, Quantity]]:
