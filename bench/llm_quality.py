@@ -40,6 +40,7 @@ from producer.reports import OutgoingReport
 from producer.send import send
 from worker.models import DeadLetter, TableRecord
 from worker.numbers import is_grounded
+from worker.settings import get_settings
 
 STEPS = ("Extract metrics", "Sort metrics", "Format as table")
 BLOCK = "local-model"
@@ -103,7 +104,7 @@ def render(t: Tally, wall: float, command: str, conditions: str, model: str) -> 
         for step in STEPS
     )
     dead = ", ".join(f"{n} {reason}" for reason, n in t.dead_letters.most_common()) or "none"
-    parallel = os.environ.get("LOCAL_LLM_PARALLEL", "2")
+    parallel = get_settings().local_llm_parallel
     outcomes = [
         ("tables", f"{t.tables} of {t.reports} ({_pct(t.tables, t.reports)})"),
         (
