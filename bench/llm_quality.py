@@ -147,7 +147,7 @@ def render(t: Tally, wall: float, command: str, conditions: str, model: str) -> 
             "|---|---|---|",
             fallback_rows,
             "",
-            f"Seconds per report: {wall / max(t.reports, 1):.1f} s of wall clock ({wall / 60:.1f} min for "
+            f"Seconds per finished report: {wall / max(t.reports, 1):.1f} s of wall clock ({wall / 60:.1f} min for "
             f"{t.reports} reports, the server decoding {parallel} requests at a time).",
         ]
     )
@@ -167,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "value F1, unit and name accuracy, fallbacks per step, seconds per report.",
     )
     parser.add_argument("--reports", type=int, metavar="N", help="only the first N reports of the corpus")
-    parser.add_argument("--port-offset", type=int, default=10600, help="shift of every stack port (default 10600)")
+    parser.add_argument("--port-offset", type=int, default=10350, help="shift of every stack port (default 10350)")
+    parser.add_argument(
+        "--timeout", type=float, default=3 * 3600, metavar="S",
+        help="stop waiting after S seconds and report the reports that finished (default 3 h)",
+    )  # fmt: skip
     parser.add_argument("--no-docs", action="store_true", help=f"do not write {DOCS.name}")
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     args = parser.parse_args(argv)
@@ -206,12 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{tally.reports}/{len(by_id)} in {elapsed:.0f} s] {result.report_id}: {outcome}", flush=True)
 
         summary = read_results(
-            consumer_config(base=kafka), ReadOptions(ids=frozenset(by_id), timeout=3 * 3600), on_result=on_result
+            consumer_config(base=kafka), ReadOptions(ids=frozenset(by_id), timeout=args.timeout), on_result=on_result
         )
         wall = time.monotonic() - started
         conditions = (
             f"Machine: {os.cpu_count()} cores shared with other work (load average {load_before} before the run, "
-            f"{_load()} after: 1/5/15 min); {summary.results} of {len(by_id)} reports answered."
+            f"{_load()} after: 1/5/15 min); {summary.results} of {len(by_id)} reports finished"
+            + (f" within the {args.timeout:.0f} s limit (only those are counted)." if summary.missing else ".")
         )
         block = render(tally, wall, command.strip(), conditions, model)
         print(block)

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from openai import OpenAI
 from devstack.config import CACHE_DIR, REPO_ROOT
 from devstack.localmodel import ModelSpec, model_alias, resolve_model
 from devstack.processes import ManagedProcess
-from evaluation import load_corpus
+from evaluation import LabelledReport, load_corpus
 from worker.prompts import (
     EXTRACT_PROMPT,
     EXTRACT_SHOT,
@@ -47,7 +48,7 @@ from worker.quotes import candidates
 OUT = REPO_ROOT / "tests" / "data" / "recorded_answers.jsonl"
 
 
-def _ask(client: OpenAI, messages: list[Any], name: str, schema: dict[str, Any] | None) -> tuple[str, str]:
+def _ask(client: OpenAI, messages: list[Any], name: str, schema: dict[str, Any] | None) -> str:
     response_format: Any = (
         {"type": "json_object"}
         if schema is None
@@ -60,12 +61,14 @@ def _ask(client: OpenAI, messages: list[Any], name: str, schema: dict[str, Any] 
         max_tokens=1000,
         extra_body={"response_format": response_format},
     )
-    return completion.choices[0].message.content or "", completion.model
+    return completion.choices[0].message.content or ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.record_answers", description=__doc__.split("\n")[0])
     parser.add_argument("--reports", type=int, default=12, help="the first N labelled reports (default 12)")
+    parser.add_argument("--ids", help="comma-separated report ids instead of the first N")
+    parser.add_argument("--append", action="store_true", help="add to the output file instead of replacing it")
     parser.add_argument("--port", type=int, default=18990, help="port for the model server (default 18990)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output file (default {OUT.relative_to(REPO_ROOT)})")
     args = parser.parse_args(argv)
@@ -81,29 +84,42 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"the model server did not start; see {server.log_file}")
             time.sleep(0.5)
         client = OpenAI(base_url=f"http://127.0.0.1:{args.port}/v1", api_key="local", max_retries=0, timeout=600)
-        records = []
-        served = model_alias(model)
-        for report in load_corpus()[: args.reports]:
+        corpus = load_corpus()
+        wanted = args.ids.split(",") if args.ids else None
+        reports = [r for r in corpus if r.id in wanted] if wanted else corpus[: args.reports]
+        header = {"model": model_alias(model), "recorded": time.strftime("%Y-%m-%d"), "temperature": 0}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if not (args.append and args.out.exists()):
+            args.out.write_text(json.dumps({"header": header}) + "\n", encoding="utf-8")
+        written = 0
+
+        def record(report: LabelledReport) -> list[dict[str, str]]:
+            records = []
             text = report.message
             data = delimit(REPORT_TAG, text)
             for variant, schema in (("schema", extract_schema(candidates(text))), ("json_mode", None)):
                 messages = build_messages(EXTRACT_PROMPT, EXTRACT_SHOT, data, None)
-                content, served = _ask(client, messages, "quoted_metrics", schema)
+                content = _ask(client, messages, "quoted_metrics", schema)
                 records.append({"step": "extract", "variant": variant, "report_id": report.id, "content": content})
             metrics = report.expected
             if len(metrics) >= 2:
                 messages = build_messages(SORT_PROMPT, SORT_SHOT, metrics_block(metrics), None)
-                content, served = _ask(client, messages, "metric_order", sort_schema(len(metrics)))
+                content = _ask(client, messages, "metric_order", sort_schema(len(metrics)))
                 records.append({"step": "sort", "variant": "schema", "report_id": report.id, "content": content})
             if metrics:
                 messages = build_messages(FORMAT_PROMPT, FORMAT_SHOT, metrics_block(metrics), None)
-                content, served = _ask(client, messages, "table_rows", format_schema(len(metrics)))
+                content = _ask(client, messages, "table_rows", format_schema(len(metrics)))
                 records.append({"step": "format", "variant": "schema", "report_id": report.id, "content": content})
-            print(f"recorded {report.id}", flush=True)
-        header = {"model": served, "recorded": time.strftime("%Y-%m-%d"), "temperature": 0}
-        lines = [json.dumps({"header": header})] + [json.dumps(r, ensure_ascii=False) for r in records]
-        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        print(f"{len(records)} answers written to {args.out}")
+            return records
+
+        # As many at once as the server has slots; written as they come, so a long run keeps what it has.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for report, records in zip(reports, pool.map(record, reports), strict=True):
+                with args.out.open("a", encoding="utf-8") as out:
+                    out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+                written += len(records)
+                print(f"recorded {report.id}", flush=True)
+        print(f"{written} answers written to {args.out}")
     finally:
         server.stop()
     return 0

@@ -131,7 +131,10 @@ def test_an_unsorted_answer_is_caught_and_repaired(openai_stack: TestStack, llm_
     record = _send(openai_stack, report_id)
     values = [m["value"] for m in record.json()["metrics"]]
     assert values == sorted(values, reverse=True)
-    assert _calls(llm_server, report_id) == {"extract": 1, "sort": 2, "format": 1}
+    # Code sorts exactly: a wrong order moves on to code at once instead of asking the model again.
+    assert _calls(llm_server, report_id) == {"extract": 1, "sort": 1, "format": 1}
+    sort = record.json()["ledger"]["steps"][1]
+    assert sort["link"] == "code" and "not sorted" in sort["passed_over"][0]["error"]
 
 
 def test_persistent_500_dead_letters_after_exactly_max_attempts(openai_stack: TestStack, llm_server: LLMServer) -> None:
@@ -151,7 +154,7 @@ def test_persistent_500_dead_letters_after_exactly_max_attempts(openai_stack: Te
 
 def test_a_sort_the_model_keeps_failing_falls_back_to_code(openai_stack: TestStack, llm_server: LLMServer) -> None:
     report_id = unique("llm-sort-code")
-    llm_server.script(report_id, "sort", [Status(500), Answer({"order": ["A"]}), Status(503)])
+    llm_server.script(report_id, "sort", [Status(500), Status(503), Status(500)])
     record = _send(openai_stack, report_id)
     assert record.topic == "tables"
     value = record.json()
@@ -164,7 +167,7 @@ def test_a_sort_the_model_keeps_failing_falls_back_to_code(openai_stack: TestSta
     assert (passed["link"], passed["provider"], passed["model"], passed["attempts"]) == (
         "primary", "openai", "test-model", 3,
     )  # fmt: skip
-    assert "503" in passed["error"]
+    assert "500" in passed["error"]
     assert fmt["link"] == "primary" and fmt["passed_over"] == []
     # Every attempt of every link is journaled under the step's name, and the move to code is marked.
     journal = openai_stack.journal(value["invocation_id"])

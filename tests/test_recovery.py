@@ -597,6 +597,11 @@ def test_every_input_has_exactly_one_outcome(recovery: TestStack, llm: LLMServer
                 assert [p["attempts"] for p in fact["passed_over"]] == [expected_calls], fact
         elif sent.kind == "no_metrics":
             assert record.topic == DLQ and value["reason"] == "no_metrics", value
+        elif sent.kind == "malformed_then_ok" and sent.fault_step != "extract":
+            # A wrong answer where code is exact (sort, format) goes to code at once: one call, no repair.
+            assert record.topic == TABLES, (sent.kind, value)
+            assert len(calls) == 1, (sent.report_id, sent.kind, [c.status for c in calls])
+            assert value["ledger"]["steps"][steps.index(sent.fault_step or "")]["link"] == "code"
         else:
             assert record.topic == TABLES, (sent.kind, value)
             for short in STEPS:

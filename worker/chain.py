@@ -5,10 +5,12 @@
       -> code (exact for sort and format: on by default; a heuristic for extract: EXTRACT_FALLBACK=code)
 
 `EXTRACT_WITH` / `SORT_WITH` / `FORMAT_WITH` = `code` skip the models for a step; the offline provider
-is code for every step. Every attempt of every link is its own journaled `ctx.run`, failures
-included, so a crash resumes at the same link and attempt and no successful call is repeated. The
-step's ledger entry names the link that produced the result and, in `passed_over`, every link
-before it with its attempts and last error.
+is code for every step. A wrong answer (not a failed call) at sort or format, whose chain ends in code,
+moves on at once instead of being repaired: a right answer there is exactly what code produces.
+
+Every attempt of every link is its own journaled `ctx.run`, failures included, so a crash resumes at
+the same link and attempt and no successful call is repeated. The step's ledger entry names the link
+that produced the result and, in `passed_over`, every link before it with its attempts and last error.
 
 `ChainConfig` is the chain's whole configuration, read once from settings: a small pydantic model,
 journaled once per invocation in the policy of `Input message` (worker/admission.py), so a replay
@@ -43,6 +45,8 @@ class Link(Model):
 
 
 CODE = Link(kind="code", provider="offline")
+# Steps whose code link gives the one right answer: a sort by value, a table rendered from the rows.
+EXACT_IN_CODE = frozenset({Step.SORT, Step.FORMAT})
 
 
 class ChainConfig(Model):
@@ -129,7 +133,10 @@ async def run_step(
                 )
             except TerminalError as exc:
                 failure = AttemptFailure.of(exc)
-                if not failure.retryable or attempt == budget:
+                # Where code is exact (sort, format), a model's valid answer equals code's result: repairing
+                # a wrong answer would only spend calls on what the next links produce anyway.
+                wrong_answer = failure.repair_hint is not None and step in EXACT_IN_CODE and CODE in config.links(step)
+                if not failure.retryable or attempt == budget or wrong_answer:
                     error = f"{exc.message} (attempt {attempt} of {budget})"
                     passed.append(
                         PassedOver(
