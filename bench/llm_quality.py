@@ -143,7 +143,7 @@ def render(t: Tally, wall: float, command: str, conditions: str, model: str) -> 
             "|---|---|",
             *(f"| {k} | {v} |" for k, v in extraction),
             "",
-            "| step | fallback to the next link | model time per table |",
+            "| step | fallback to the next link | step time per table (incl. waiting for a server slot) |",
             "|---|---|---|",
             fallback_rows,
             "",
