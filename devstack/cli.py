@@ -12,6 +12,7 @@ from devstack.config import PROFILES, SINGLE, StackConfig, profile_named, worker
 from devstack.processes import StackError
 from devstack.setup import SetupConfig, SetupError, run_setup
 from devstack.stack import Stack
+from worker.settings import settings_or_exit
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -125,6 +126,7 @@ def _env_lines(stack: Stack) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    settings_or_exit("devstack")
     try:
         if args.command == "setup":
             run_setup(SetupConfig.from_env())

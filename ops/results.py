@@ -118,7 +118,7 @@ class ReadSummary:
 
 def read_results(
     config: Mapping[str, str],
-    options: ReadOptions = ReadOptions(),
+    options: ReadOptions | None = None,
     on_result: Callable[[Result], None] | None = None,
     stop: threading.Event | None = None,
     on_positioned: Callable[[], None] | None = None,
@@ -131,7 +131,7 @@ def read_results(
     """
     consumer = Consumer({**config, "error_cb": _on_error(set()), "logger": librdkafka_log})
     try:
-        return _Read(consumer, options, on_result or (lambda _: None), stop, on_positioned).run()
+        return _Read(consumer, options or ReadOptions(), on_result or (lambda _: None), stop, on_positioned).run()
     finally:
         consumer.close()
 

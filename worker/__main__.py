@@ -8,11 +8,9 @@ import logging
 import sys
 
 from worker import faults, provenance
-from worker.app import create_app
 from worker.logs import configure
 from worker.providers import close_provider
 from worker.publisher import close_publisher
-from worker.server import serve, server_config
 from worker.settings import settings_or_exit
 
 log = logging.getLogger("worker")
@@ -29,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         "--bind", default=settings.worker_bind, help="host:port to listen on (default: %(default)s, from WORKER_BIND)"
     )
     args = parser.parse_args(argv)
+    # Imported once the settings are known to be valid: the service reads them when it is defined.
+    from worker.app import create_app
+    from worker.server import serve, server_config
 
     configure(settings.log_level, settings.log_format)
     faults.announce(settings)
