@@ -32,8 +32,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # A fixed numeric uid, so orchestrators that insist on non-root (runAsNonRoot) can verify it.
+# /identity: Docker Compose mounts its `identity` volume there, and a new volume takes the directory's
+# owner, so the key pair `python -m devstack identity` writes belongs to this user (restate-server,
+# which runs as root, reads the private key).
 RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --home-dir /app --create-home --shell /usr/sbin/nologin app
+    && useradd --system --uid 10001 --gid app --home-dir /app --create-home --shell /usr/sbin/nologin app \
+    && mkdir /identity && chown 10001:10001 /identity
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 USER 10001:10001

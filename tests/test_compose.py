@@ -33,6 +33,7 @@ import yaml
 
 from devstack.components import Balancer
 from devstack.config import SINGLE, StackConfig
+from devstack.identity import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE
 from devstack.setup import SetupConfig
 from worker.settings import Settings, settings_from
 
@@ -70,10 +71,16 @@ PASSTHROUGH_ENV = (
     "LOG_FORMAT",
     "STEP_MAX_ATTEMPTS",
     "MAX_MESSAGE_BYTES",
+    "MAX_REPORT_ID_BYTES",
+    "OUTPUT_MAX_RECORD_BYTES",
+    "VERIFY_KAFKA_SOURCE",
+    "WORKER_DRAIN_TIMEOUT",
     "RESTATE_IDENTITY_KEYS",
 )
 TOPIC_ENV = {"REPORTS_TOPIC": "reports_topic", "TABLES_TOPIC": "tables_topic", "DEAD_LETTER_TOPIC": "dead_letter_topic"}
 RESTATE_ADMIN_PORT, RESTATE_NODE_PORT, WORKER_PORT = 9070, 5122, 9080
+IDENTITY, IDENTITY_DIR = "identity", "/identity"
+SIGNING_KEY_ENV = "RESTATE_WORKER__INVOKER__REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE"
 # A concrete release: `1.7.12`, `v24.2.18`, `3.11.11-slim-bookworm`; not `latest`, `stable`, `3`.
 PINNED_TAG = re.compile(r"v?\d+\.\d+(\.\d+)?([.-][\w.-]+)?")
 # Published ports are for this machine only unless the operator opens them (HOST_BIND=0.0.0.0).
@@ -94,13 +101,14 @@ class Roles:
 
 
 PROFILES = {
-    "single": Roles(("redpanda",), ("restate",), "worker", "worker", "setup", extra=("console",)),
+    "single": Roles(("redpanda",), ("restate",), "worker", "worker", "setup", extra=("console", "identity")),
     "cluster": Roles(
         ("redpanda-1", "redpanda-2", "redpanda-3"),
         ("restate-1", "restate-2", "restate-3"),
         "workers",
         "balancer",
         "setup-cluster",
+        extra=("identity",),
     ),
 }
 
@@ -560,6 +568,47 @@ def check_worker_replicas(project: Project) -> list[str]:
     return problems
 
 
+def check_request_signing(project: Project) -> list[str]:
+    """Signing is on: `identity` makes the key pair once into a volume, before restate-server (which signs
+    with the private key) and the worker (which refuses what the public key did not sign) start."""
+    roles = project.roles
+    problems: list[str] = []
+    maker = project.service(IDENTITY)
+    if maker.get("command") != ["python", "-m", "devstack", "identity", "--dir", IDENTITY_DIR]:
+        problems.append(f"{IDENTITY} command is {maker.get('command')!r}, not python -m devstack identity --dir ...")
+    if maker.get("restart") != "no" or maker.get("image") != project.service(roles.worker).get("image"):
+        problems.append(f"{IDENTITY} must be one-shot (restart: no) and run the worker's image")
+    [made] = mounts_at(maker, IDENTITY_DIR) or [{}]
+    if made.get("type") != "volume" or made.get("read_only"):
+        problems.append(f"{IDENTITY} must write into a named volume at {IDENTITY_DIR}")
+    needs = {name: f"{IDENTITY_DIR}/{PRIVATE_KEY_FILE}" for name in roles.restate} | {
+        roles.worker: f"{IDENTITY_DIR}/{PUBLIC_KEY_FILE}"
+    }
+    for name, key_file in needs.items():
+        svc = project.service(name)
+        variable = SIGNING_KEY_ENV if name in roles.restate else "RESTATE_IDENTITY_KEYS_FILE"
+        if project.env(name).get(variable) != key_file:
+            problems.append(f"{name}.{variable} is {project.env(name).get(variable)!r}, not {key_file}")
+        [mount] = mounts_at(svc, IDENTITY_DIR) or [{}]
+        if mount.get("source") != made.get("source") or not mount.get("read_only"):
+            problems.append(f"{name} must mount {IDENTITY}'s volume at {IDENTITY_DIR}, read-only")
+        if ((svc.get("depends_on") or {}).get(IDENTITY) or {}).get("condition") != "service_completed_successfully":
+            problems.append(f"{name} must start after {IDENTITY} completed (service_completed_successfully)")
+    return problems
+
+
+def check_graceful_stop(project: Project) -> list[str]:
+    """Docker waits longer than the worker's drain before its SIGKILL, which would duplicate what was publishing."""
+    worker = project.roles.worker
+    drain = float(project.env(worker).get("WORKER_DRAIN_TIMEOUT") or code_settings().worker_drain_timeout)
+    grace = project.service(worker).get("stop_grace_period") or "10s"  # Docker's default
+    match = re.fullmatch(r"(\d+)(s|m)", str(grace))
+    seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 1) if match else 0
+    if seconds < drain + 5:
+        return [f"{worker}.stop_grace_period is {grace}: not longer than WORKER_DRAIN_TIMEOUT ({drain:g} s) + 5 s"]
+    return []
+
+
 COMPOSE_CHECKS: tuple[Check, ...] = (
     check_services,
     check_images_pinned,
@@ -573,6 +622,8 @@ COMPOSE_CHECKS: tuple[Check, ...] = (
     check_worker_settings_load,
     check_setup_service,
     check_worker_replicas,
+    check_request_signing,
+    check_graceful_stop,
 )
 
 
@@ -792,6 +843,14 @@ BREAKAGES = (
     Breakage("topics on one broker", "cluster", check_setup_service, "TOPIC_REPLICATION_FACTOR", _delete(S, "setup-cluster", "environment", "TOPIC_REPLICATION_FACTOR")),
     Breakage("fixed replicas", "cluster", check_worker_replicas, "replicas", _set(S, "workers", "deploy", "replicas", value=2)),
     Breakage("workers published", "cluster", check_worker_replicas, "publishes a port", _set(S, "workers", "ports", value=["127.0.0.1:9081:9080"])),
+    Breakage("restate does not sign", "single", check_request_signing, SIGNING_KEY_ENV, _delete(S, "restate", "environment", SIGNING_KEY_ENV)),
+    Breakage("worker trusts anyone", "cluster", check_request_signing, "RESTATE_IDENTITY_KEYS_FILE", _set(S, "workers", "environment", "RESTATE_IDENTITY_KEYS_FILE", value="")),
+    Breakage("keys in another volume", "single", check_request_signing, "must mount", _set(S, "worker", "volumes", value=["restate-data:/identity:ro"])),
+    Breakage("keys writable by restate", "cluster", check_request_signing, "read-only", _set(S, "restate-2", "volumes", value=["./restate.toml:/etc/restate/restate.toml:ro", "restate-2-data:/restate-data", "identity:/identity"])),
+    Breakage("restate before the key", "single", check_request_signing, "after identity", _delete(S, "restate", "depends_on", "identity")),
+    Breakage("identity restarts", "single", check_request_signing, "one-shot", _set(S, "identity", "restart", value="always")),
+    Breakage("default grace", "single", check_graceful_stop, "stop_grace_period", _delete(S, "worker", "stop_grace_period")),
+    Breakage("drain longer than grace", "cluster", check_graceful_stop, "WORKER_DRAIN_TIMEOUT", _set(S, "workers", "environment", "WORKER_DRAIN_TIMEOUT", value="60")),
 )  # fmt: skip
 
 
