@@ -92,7 +92,11 @@ class FailoverReport(BaseModel):
     def failures(self) -> list[str]:
         found = self.accounting.failures()
         if self.concurrent:
-            found.append(f"{len(self.concurrent)} (report, step) worked on twice at once outside a handover")
+            starts = ", ".join(sorted({f"+{c.second_at - self.killed_at:.1f}s" for c in self.concurrent}))
+            found.append(
+                f"{len(self.concurrent)} (report, step) worked on twice at once outside a handover "
+                f"(starting {starts} after the kill)"
+            )
         if self.restarted_at is None:
             found.append(f"{self.plan.victim} did not come back")
         return found
@@ -109,9 +113,17 @@ class FailoverReport(BaseModel):
 
 
 def run_failover(
-    stack: Stack, llm: LLMServer, plan: FailoverPlan, log: Callable[[str], None] = print
+    stack: Stack,
+    llm: LLMServer,
+    plan: FailoverPlan,
+    log: Callable[[str], None] = print,
+    earlier_restarts: Sequence[float] = (),
 ) -> FailoverReport:
-    """Run `plan` against a stack that is up, with its workers pointed at `llm`."""
+    """Run `plan` against a stack that is up, with its workers pointed at `llm`.
+
+    `earlier_restarts`: when Restate nodes were restarted before this run (time.time()); leadership may
+    still move back to them during it, a handover like the run's own.
+    """
     cfg = stack.cfg
     planned = build_inputs(plan.reports, plan.seed, poison_rate=0.0, max_message_bytes=65536)
     kill = ProcessFault(at_s=plan.kill_at_s, component=plan.victim, down_s=plan.down_s)
@@ -157,6 +169,7 @@ def run_failover(
     median, worst = _latencies(planned, plan, outputs, started, killed_at, restarted_at)
     windows = [(e.killed_at, e.killed_at + HANDOVER_AFTER_KILL_S) for e in events]
     windows += [(e.restarted_at, e.restarted_at + HANDOVER_AFTER_RESTART_S) for e in events if e.restarted_at]
+    windows += [(t, t + HANDOVER_AFTER_RESTART_S) for t in earlier_restarts]
     overlapping = concurrent_calls(calls, llm.latency)
     outside = [c for c in overlapping if not any(start <= c.second_at <= end for start, end in windows)]
     return FailoverReport(

@@ -7,6 +7,7 @@ so the answer stays fast with many invocations.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,15 +17,24 @@ from ops.status.models import TARGET, StatusError
 from worker.models import FALLBACK_MARKER, Step
 
 TIMEOUT_S = 5.0
+# In a cluster, a query fans out to every partition's leader; for a few seconds after a node dies
+# or comes back some partitions have none ("expecting a partition store"). Queries only read, so
+# a server error is asked again for this long before status gives up.
+QUERY_RETRY_S = 20.0
 _INVOCATION_ID = re.compile(r"^inv_[0-9A-Za-z]+$")
+
+
+class _ServerError(StatusError):
+    """A 5xx from the admin API: in a cluster, often a partition between leaders."""
 
 
 class Restate:
     """Restate's admin API: SQL introspection and the subscription list."""
 
-    def __init__(self, admin_url: str, timeout: float = TIMEOUT_S) -> None:
+    def __init__(self, admin_url: str, timeout: float = TIMEOUT_S, retry_s: float = QUERY_RETRY_S) -> None:
         self.admin_url = admin_url.rstrip("/")
         self._client = httpx.Client(base_url=self.admin_url, timeout=timeout)
+        self._retry_s = retry_s
 
     def close(self) -> None:
         self._client.close()
@@ -35,15 +45,25 @@ class Restate:
         except httpx.HTTPError as exc:
             raise StatusError(f"cannot reach Restate admin at {self.admin_url}: {exc}") from None
         if response.status_code >= 400:
-            raise StatusError(
+            error = _ServerError if response.status_code >= 500 else StatusError
+            raise error(
                 f"Restate admin at {self.admin_url} answered {method} {path} with "
                 f"{response.status_code}: {response.text[:300]}"
             )
         return response
 
     def query(self, sql: str) -> list[dict[str, Any]]:
-        response = self._request("POST", "/query", json={"query": sql}, headers={"accept": "application/json"})
-        return list(response.json()["rows"])
+        deadline = time.monotonic() + self._retry_s
+        pause = 0.25
+        while True:
+            try:
+                response = self._request("POST", "/query", json={"query": sql}, headers={"accept": "application/json"})
+                return list(response.json()["rows"])
+            except _ServerError:
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     def subscription(self) -> dict[str, Any] | None:
         """The subscription whose sink is ReportChain/process, if any."""

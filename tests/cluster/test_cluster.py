@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from chaos.failover import FailoverPlan, run_failover
 from devstack.setup import run_setup
 from testllm import LLMServer
-from tests.cluster.conftest import KILL_SUMMARIES
+from tests.cluster.conftest import KILL_SUMMARIES, RESTATE_RESTARTS
 from tests.harness import TestStack, unique
 
 pytestmark = pytest.mark.cluster
@@ -59,6 +60,7 @@ def test_up_again_restarts_only_what_died_and_keeps_one_subscription(cluster: Te
         stack.component(name).process.kill()
 
     stack.up()
+    RESTATE_RESTARTS.append(time.time())
 
     after = stack.status()
     assert all(pid is not None for pid in after.values()), after
@@ -103,7 +105,12 @@ VICTIMS = {"restate-2": 11, "kafka-2": 12, "worker-1": 13}
 def test_a_killed_node_loses_nothing(cluster: TestStack, llm: LLMServer, victim: str) -> None:
     llm.reset()
     plan = FailoverPlan(victim=victim, reports=150, send_seconds=15, kill_at_s=5, down_s=5, seed=VICTIMS[victim])
-    report = run_failover(cluster.stack, llm, plan, log=lambda line: print(f"[failover] {line}", flush=True))
+    report = run_failover(
+        cluster.stack, llm, plan, log=lambda line: print(f"[failover] {line}", flush=True),
+        earlier_restarts=RESTATE_RESTARTS,
+    )  # fmt: skip
+    if victim.startswith("restate") and report.restarted_at is not None:
+        RESTATE_RESTARTS.append(report.restarted_at)
     KILL_SUMMARIES.append(report.summary())
 
     accounting = report.accounting
