@@ -26,6 +26,9 @@ scenarios (default: all but soak):
                 failover pause, duplicates, nothing lost (stacks of its own, after the others)
   extraction    value P/R/F1, unit and name accuracy of the offline extractor on the labelled
                 corpus (evaluation/), per part of it; needs no stack, takes a second
+  budget        (5) what asking an LLM budget costs per call (latency, CPU), the same load with
+                and without one; (6) a backlog against a budget of 600 requests/min: most calls
+                in any rolling minute at the server, 429s, rate against the budget (~6 minutes)
 1-3 run first, in --rounds interleaved rounds (so background load hits them alike), then
 low-load (also interleaved), soak, and the OpenAI levels one after the other.
 

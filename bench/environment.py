@@ -199,9 +199,11 @@ class BenchEnvironment:
             options = {"group.id": "bench-engine-floor", "auto.offset.reset": "earliest", "session.timeout.ms": "10000"}
             admin.post("/subscriptions", json={"source": source, "sink": sink, "options": options}).raise_for_status()
 
-    def start_llm_server(self, latency: float) -> str:
-        """Start the test LLM server; returns its OPENAI_BASE_URL."""
+    def start_llm_server(self, latency: float, requests_per_minute: int | None = None) -> str:
+        """Start the test LLM server (answering 429 beyond `requests_per_minute`); returns its OPENAI_BASE_URL."""
         argv = ["-m", "testllm", "--port", str(self.llm_port), "--latency", str(latency)]
+        if requests_per_minute is not None:
+            argv += ["--requests-per-minute", str(requests_per_minute)]
         self._start(self.llm_server, argv, lambda: port_in_use(self.llm_port))
         return f"http://127.0.0.1:{self.llm_port}/v1"
 

@@ -15,10 +15,11 @@ LOW_LOAD = "low-load"
 SOAK = "soak"
 EXTRACTION = "extraction"
 SCALING = "scaling"
-DEFAULT_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD, EXTRACTION, SCALING)
+BUDGET = "budget"
+DEFAULT_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD, EXTRACTION, BUDGET, SCALING)
 # The scenarios run on the bench's single-node stack (the scaling one starts stacks of its own after
 # that one stopped; the extraction score needs none).
-STACK_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD, SOAK)
+STACK_SCENARIOS = (KAFKA_FLOOR, ENGINE_FLOOR, OFFLINE, OPENAI, LOW_LOAD, SOAK, BUDGET)
 # The soak takes minutes more, so it runs only when asked for (`--soak` or `--scenarios soak`).
 SCENARIOS = (*DEFAULT_SCENARIOS, SOAK)
 

@@ -7,10 +7,12 @@ import sys
 import time
 from collections.abc import Callable
 
+from bench.budget import render_budget
 from bench.environment import BenchEnvironment
 from bench.extraction import render_extraction
 from bench.machine import describe, load_average
 from bench.options import (
+    BUDGET,
     ENGINE_FLOOR,
     EXTRACTION,
     KAFKA_FLOOR,
@@ -45,6 +47,8 @@ def _plan(bench: Bench, o: Options) -> list[tuple[str, Callable[[], None]]]:
         steps.append(("soak", bench.soak))
     if o.wants(OPENAI):
         steps.append((OPENAI, bench.openai))
+    if o.wants(BUDGET):
+        steps.append((BUDGET, bench.budget))
     return steps
 
 
@@ -91,19 +95,28 @@ def run(options: Options, command: str) -> int:
         cores=os.cpu_count() or 0,
     )
     blocks = {}
-    if any(options.wants(s) for s in STACK_SCENARIOS if s != SOAK):
+    if any(options.wants(s) for s in STACK_SCENARIOS if s not in (SOAK, BUDGET)):
         blocks["results"] = render(info, bench.results)
     if options.wants(EXTRACTION):
         blocks["extraction"] = render_extraction()
     if bench.results.soak is not None:
         blocks["soak"] = render_soak(info, bench.results.soak)
+    if bench.budget_results is not None:
+        blocks["budget"] = f"Run `{info.command}` started {info.started}.
+
+" + render_budget(bench.budget_results)
     if scaling is not None:
-        blocks["scaling"] = f"Run `{command}` started {started_at}.\n\n" + render_scaling(scaling, options)
-    print("\n\n".join(blocks.values()), flush=True)
-    ok = bench.results.ok and not errors and (scaling is None or scaling.ok)
+        blocks["scaling"] = f"Run `{command}` started {started_at}.
+
+" + render_scaling(scaling, options)
+    print("
+
+".join(blocks.values()), flush=True)
+    budget_ok = bench.budget_results is None or bench.budget_results.ok
+    ok = bench.results.ok and budget_ok and not errors and (scaling is None or scaling.ok)
     for error in errors:
         print(f"bench: {error}", file=sys.stderr)
-    if not bench.results.ok:
+    if not bench.results.ok or not budget_ok:
         print("bench: reports were lost or dead-lettered (see the tables above)", file=sys.stderr)
     if options.docs is not None:
         if ok:

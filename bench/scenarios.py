@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bench import environment as bench_env
+from bench.budget import BudgetResults, run_budget
 from bench.driver import Driver, Run
 from bench.environment import BenchEnvironment
 from bench.measure import ProcessUsage, ProcessWatch, rss_mb
@@ -60,6 +61,7 @@ class Bench:
     env: BenchEnvironment
     log: Callable[[str], None]
     results: BenchResults = field(default_factory=BenchResults)
+    budget_results: BudgetResults | None = None
     _drivers: dict[str, Driver] = field(default_factory=dict)
 
     def driver(self, input_topic: str, output_topic: str, failure_topics: tuple[str, ...] = ()) -> Driver:
@@ -184,6 +186,11 @@ class Bench:
                 self._log_results(self.results.scenarios[s.key] for s in subjects)
             self.env.stop_extra("llm-server")
         self.env.stop_extra("engine-floor")
+
+    def budget(self) -> None:
+        """Scenarios 5 and 6: what asking for LLM budget costs, and whether a budget holds (bench/budget.py)."""
+        self.close()  # the budget scenario drives the worker's topics with a driver of its own
+        self.budget_results = run_budget(self.env, self.log)
 
     def soak(self) -> None:
         """Worker RSS over many reports: flat after the warm-up, or a leak."""

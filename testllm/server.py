@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from testllm.answers import correct_answer, guess_step, offered_quotes
 from testllm.behaviours import (
@@ -51,6 +51,9 @@ from worker.models import Step
 log = logging.getLogger(__name__)
 
 COMPLETION_PATHS = ("/v1/chat/completions", "/chat/completions")
+STATS_PATH = "/testllm/calls"
+"""GET: every call since `?since=<epoch seconds>`: when it arrived, the tokens it charged, whether it got 429
+(for load runs that read a server in another process)."""
 
 
 class LLMServer:
@@ -399,7 +402,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(reply)
 
     def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] in ("/v1/models", "/models"):
+        path, _, query = self.path.partition("?")
+        if path == STATS_PATH:
+            since = float(parse_qs(query).get("since", ["0"])[0])
+            calls = [c for c in self.app.calls() if c.received_at >= since]
+            arrivals = [{"at": c.received_at, "tokens": c.prompt_tokens + c.completion_tokens,
+                         "rate_limited": c.rate_limited} for c in calls]  # fmt: skip
+            self._send(_Reply(200, {"calls": arrivals}))
+        elif path in ("/v1/models", "/models"):
             model = {"id": "llm-server", "object": "model", "created": 0, "owned_by": "tests"}
             self._send(_Reply(200, {"object": "list", "data": [model]}))
         else:

@@ -26,7 +26,9 @@ def options(*argv: str) -> Options:
 def test_defaults_measure_every_scenario_over_2000_reports() -> None:
     o = options()
     assert o.reports >= 2000
-    assert o.scenarios == ("kafka-floor", "engine-floor", "offline", "openai", "low-load", "extraction", "scaling")
+    assert o.scenarios == (
+        "kafka-floor", "engine-floor", "offline", "openai", "low-load", "extraction", "budget", "scaling"
+    )  # fmt: skip
     assert o.llm_passes == [(0.2, (100, 500)), (1.0, (100, 500))]
     assert o.docs is not None and o.docs.name == "benchmarks.md"
     assert not o.soak

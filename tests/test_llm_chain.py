@@ -69,6 +69,11 @@ def test_normal_answers_for_all_steps_carry_the_ledger(openai_stack: TestStack, 
     assert extract.response_format == "json_schema"
     assert "<report>" in extract.prompt and REPORT in extract.prompt
     _assert_no_secret(record)
+    # No budget configured: nothing asked one (no call to LLMBudget, no claim), and no max_tokens sent.
+    journal = openai_stack.journal(value["invocation_id"])
+    assert not [e for e in journal if e["entry_type"] in ("Command: Call", "Command: OneWayCall")]
+    assert "Claim LLM budget" not in [e.get("name") for e in journal]
+    assert "max_tokens" not in extract.body
 
 
 def test_500_then_success(openai_stack: TestStack, llm_server: LLMServer) -> None:

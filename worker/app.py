@@ -8,6 +8,7 @@ from typing import Any
 
 import restate
 
+from worker.budget.service import llm_budget
 from worker.drain import DRAIN
 from worker.providers import close_provider, prepare_providers
 from worker.publisher import close_publisher
@@ -39,7 +40,9 @@ def create_app() -> ASGIApp:
     # request it would stall every invocation in flight. A misconfigured provider fails here, at start.
     prepare_providers()
     # With identity keys set, the SDK rejects requests not signed by Restate's matching private key.
-    restate_app: ASGIApp = restate.app(services=[report_chain], identity_keys=settings.identity_keys or None)
+    # LLMBudget is always served (it costs nothing unused), so a budget can be set by restarting workers only.
+    services: list[restate.Service | restate.VirtualObject] = [report_chain, llm_budget]
+    restate_app: ASGIApp = restate.app(services=services, identity_keys=settings.identity_keys or None)
     tune_gc()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -31,6 +31,8 @@ import restate
 from restate.exceptions import TerminalError
 
 from worker import journaled
+from worker.budget.gate import LinkBudget, LinkSpend
+from worker.budget.window import Cost
 from worker.models import FALLBACK_MARKER, LinkKind, Model, PassedOver, Step, StepFact
 from worker.settings import Settings, get_settings
 
@@ -42,6 +44,8 @@ class Link(Model):
     provider: str
     """openai, local, or offline (code)."""
     model: str | None = None
+    budget: LinkBudget | None = None
+    """The model's request and token budget (worker/budget), when it has one."""
 
 
 CODE = Link(kind="code", provider="offline")
@@ -67,14 +71,19 @@ class ChainConfig(Model):
         def links(step: Step, use: str, fallback: str) -> list[Link]:
             if s.provider == "offline" or use == "code":
                 return [CODE]
-            from worker.providers.openai_compat import Endpoint  # the openai SDK: only with a model
+            from worker.providers.openai_compat import Endpoint, safe_url  # the openai SDK: only with a model
+
+            def model_link(kind: LinkKind, endpoint: Endpoint, model: str) -> Link:
+                where = safe_url(endpoint.base_url)
+                budget = LinkBudget.of(s, endpoint.provider, where, model, endpoint.timeout)
+                return Link(kind=kind, provider=endpoint.provider, model=model, budget=budget)
 
             primary = Endpoint.of(s)
-            chain = [Link(kind="primary", provider=primary.provider, model=primary.step_models[step])]
+            chain = [model_link("primary", primary, primary.step_models[step])]
             if s.llm_fallback_model:
                 # Its own endpoint when given, else the provider's (another model of the same server or API).
                 second = Endpoint.fallback(s)
-                chain.append(Link(kind="fallback", provider=second.provider, model=second.model))
+                chain.append(model_link("fallback", second, second.model))
             if fallback == "code":
                 chain.append(CODE)
             return chain
@@ -117,27 +126,40 @@ async def run_step(
     Raises TerminalError when every link failed, journaled.Cancelled when the invocation is cancelled.
     """
     # Imported here: worker.steps imports the providers, which this module's users may not need.
-    from worker.steps import AttemptFailure
+    from worker.steps import AttemptFailure, request_size
 
     attempt_once = journaled.counted(step, action, options)
     passed: list[PassedOver] = []
     for link in config.links(step):
         if passed:
             await journaled.sleep(ctx, timedelta(0), name=f"{step.value}{FALLBACK_MARKER}{link.kind}")
-        budget = 1 if link.kind == "code" else config.max_attempts
+        attempts = 1 if link.kind == "code" else config.max_attempts
+        spend = LinkSpend(link.budget)  # the model's budget: waiting for it is not an attempt
         repair_hint: str | None = None
-        for attempt in range(1, budget + 1):
+        attempt = 1
+        while True:
+            permit = await spend.before(ctx, request_size(step, link, repair_hint, **kwargs) if link.budget else None)
             try:
                 result = await journaled.run(
-                    ctx, step, attempt_once, options, link=link, attempt=attempt, repair_hint=repair_hint, **kwargs
+                    ctx,
+                    step,
+                    attempt_once,
+                    options,
+                    link=link,
+                    attempt=attempt,
+                    repair_hint=repair_hint,
+                    permit=permit,
+                    **kwargs,
                 )
             except TerminalError as exc:
                 failure = AttemptFailure.of(exc)
+                if spend.after(ctx, refused=failure.budget, throttled=failure.throttled, ended_at=failure.ended_at):
+                    continue  # not an attempt: the grant went unused, or a 429 the budget now waits out
                 # Where code is exact (sort, format), a model's valid answer equals code's result: repairing
                 # a wrong answer would only spend calls on what the next links produce anyway.
                 wrong_answer = failure.repair_hint is not None and step in EXACT_IN_CODE and CODE in config.links(step)
-                if not failure.retryable or attempt == budget or wrong_answer:
-                    error = f"{exc.message} (attempt {attempt} of {budget})"
+                if not failure.retryable or attempt == attempts or wrong_answer:
+                    error = f"{exc.message} (attempt {attempt} of {attempts})"
                     passed.append(
                         PassedOver(
                             link=link.kind, provider=link.provider, model=link.model, attempts=attempt, error=error
@@ -148,10 +170,15 @@ async def run_step(
                 backoff = min(config.retry_initial_interval * 2 ** (attempt - 1), config.retry_max_interval)
                 delay = failure.retry_after_s if failure.retry_after_s is not None else backoff
                 await journaled.sleep(ctx, timedelta(seconds=delay), name=f"{step.value}: retry")
+                attempt += 1
             else:
-                if not passed:
+                fact = result.fact
+                used = Cost(prompt_tokens=fact.prompt_tokens, completion_tokens=fact.completion_tokens)
+                spend.after(ctx, used=used, ended_at=fact.ended_at)
+                noted = {"throttled": spend.throttled, "budget_wait_s": spend.waited_s} if spend.noted else {}
+                if not passed and not noted:
                     return result
-                fact = result.fact.model_copy(update={"passed_over": passed})
+                fact = fact.model_copy(update={"passed_over": passed, **noted})
                 updated: R = result.model_copy(update={"fact": fact})
                 return updated
     if len(passed) == 1:

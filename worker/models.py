@@ -150,6 +150,9 @@ class StepFact(Model):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None
+    ended_at: float | None = Field(default=None, description="When the step's result was ready (epoch seconds).")
+    throttled: int = Field(default=0, description="Answers of 429 (rate limited) to this step's calls.")
+    budget_wait_s: float = Field(default=0.0, description="Time this step waited for its model's budget.")
 
 
 class DroppedItem(Model):

@@ -28,6 +28,7 @@ from restate.serde import BytesSerde, PydanticJsonSerde, Serde
 
 from worker import faults, journaled, steps
 from worker.admission import Admission, admit
+from worker.budget.gate import service_timeouts
 from worker.chain import run_step
 from worker.intake import read_report
 from worker.journaled import Cancelled
@@ -53,6 +54,7 @@ log = restate.getLogger("worker.chain")  # type: ignore[no-untyped-call]
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
+_SUSPEND_AFTER, _ABORT_AFTER = service_timeouts(get_settings())
 # When a retryable failure outlasts every step-level bound (the worker is
 # unreachable, Kafka refuses the publish), back off and finally PAUSE: an
 # operator resumes the invocation after the fix; nothing is dropped.
@@ -66,6 +68,9 @@ report_chain = restate.Service(
         max_attempts=get_settings().invocation_retry_max_attempts,
         on_max_attempts="pause",
     ),
+    # With LLM budgets: suspend while waiting, so waiting invocations never hold the slots the budget needs.
+    inactivity_timeout=_SUSPEND_AFTER,
+    abort_timeout=_ABORT_AFTER,
 )
 
 

@@ -10,6 +10,8 @@ Kafka client properties use librdkafka names: any variable `KAFKA_<NAME>` become
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -124,6 +126,35 @@ def environment_values(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+BUDGET_SHARD_REQUESTS_PER_MINUTE = 200
+"""Default share of one LLMBudget object (see Settings.budget_shards)."""
+MAX_AUTO_BUDGET_SHARDS = 16
+
+
+class ModelBudget(BaseModel):
+    """One model's budget per rolling 60 s window; None = unlimited."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    prompt_tokens_per_minute: int | None = Field(default=None, ge=1)
+    completion_tokens_per_minute: int | None = Field(default=None, ge=1)
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in self.model_dump().values())
+
+    @property
+    def counts_tokens(self) -> bool:
+        return any(v is not None for v in (self.tokens_per_minute, self.prompt_tokens_per_minute,
+                                           self.completion_tokens_per_minute))  # fmt: skip
+
+    @property
+    def counts_completions(self) -> bool:
+        return self.tokens_per_minute is not None or self.completion_tokens_per_minute is not None
+
+
 class Settings(BaseSettings):
     """The configuration. Every field maps to an environment variable of the same name (upper case)."""
 
@@ -187,6 +218,44 @@ class Settings(BaseSettings):
     llm_max_concurrency: int = Field(default=100, ge=1, description="LLM calls in flight per worker process.")
     llm_price_prompt_per_1k: float | None = Field(default=None, ge=0)
     llm_price_completion_per_1k: float | None = Field(default=None, ge=0)
+    llm_max_tokens: int | None = Field(
+        default=None, ge=1, description="The most tokens one call may generate, sent as max_tokens."
+    )
+
+    # Flow control (worker/budget): budgets per rolling 60 s window for each provider + endpoint + model,
+    # shared by every worker process. Unset = unlimited; with no budget nothing is asked.
+    llm_requests_per_minute: int | None = Field(default=None, ge=1)
+    llm_tokens_per_minute: int | None = Field(default=None, ge=1, description="Prompt + completion tokens.")
+    llm_prompt_tokens_per_minute: int | None = Field(default=None, ge=1)
+    llm_completion_tokens_per_minute: int | None = Field(default=None, ge=1)
+    llm_budgets: dict[str, ModelBudget] = Field(
+        default_factory=dict,
+        description='Budgets per model, as JSON: {"MODEL": {"requests_per_minute": N, ...}}; '
+        "an entry replaces the LLM_*_PER_MINUTE budgets for that model ({} = unlimited).",
+    )
+    llm_budget_window_seconds: int = Field(
+        default=60,
+        description="The rolling window the budgets hold in (a divisor of 60); per-minute budgets are scaled to "
+        "it, e.g. 10 for providers that enforce per-minute limits over 10 s windows (Azure OpenAI).",
+    )
+    llm_budget_shards: int | None = Field(
+        default=None,
+        ge=1,
+        description="LLMBudget objects that share a model's budget (each keeps its share); default: one per "
+        f"{BUDGET_SHARD_REQUESTS_PER_MINUTE} requests per minute, at most {MAX_AUTO_BUDGET_SHARDS}; one with a "
+        "token budget.",
+    )
+    llm_budget_completion_count: Literal["usage", "max_tokens"] = Field(
+        default="usage",
+        description="What a finished call's completion counts: the usage the provider reported, or max_tokens "
+        "(for providers that charge the limit, like OpenAI's token rate limits).",
+    )
+    llm_budget_bytes_per_token: float = Field(
+        default=1.0,
+        gt=0,
+        description="Prompt bytes per token for the estimate a call reserves until its usage is known; "
+        "1 is an upper bound for byte-level tokenizers.",
+    )
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
 
@@ -268,6 +337,35 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, _Environment(settings_cls)
 
+    @field_validator("llm_budgets", mode="before")
+    @classmethod
+    def _budgets_from_json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _budget_window(self) -> Settings:
+        window = self.llm_budget_window_seconds
+        if window < 1 or 60 % window:
+            raise ValueError(f"LLM_BUDGET_WINDOW_SECONDS must divide 60 (1, 2, 3, 4, 5, 6, 10, ..., 60), not {window}")
+        for budget in [self.default_budget, *self.llm_budgets.values()]:
+            for name, per_minute in budget.model_dump().items():
+                shards = self.budget_shards(budget)
+                if per_minute is not None and per_minute * window < 60 * shards:
+                    raise ValueError(
+                        f"{name}={per_minute} is less than one per {window} s window and budget shard ({shards})"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _completion_bound(self) -> Settings:
+        budgets = [self.default_budget, *self.llm_budgets.values()]
+        if self.llm_max_tokens is None and any(b.counts_completions for b in budgets):
+            raise ValueError(
+                "a token budget that counts completions (LLM_TOKENS_PER_MINUTE, LLM_COMPLETION_TOKENS_PER_MINUTE) "
+                "needs LLM_MAX_TOKENS: the most a call may generate, which the budget reserves before each call"
+            )
+        return self
+
     @model_validator(mode="after")
     def _choose_provider(self) -> Settings:
         if self.llm_provider is None:
@@ -287,6 +385,35 @@ class Settings(BaseSettings):
             Step.FORMAT: self.llm_model_format,
         }
         return override.get(step) or self.llm_model
+
+    @property
+    def default_budget(self) -> ModelBudget:
+        return ModelBudget(
+            requests_per_minute=self.llm_requests_per_minute,
+            tokens_per_minute=self.llm_tokens_per_minute,
+            prompt_tokens_per_minute=self.llm_prompt_tokens_per_minute,
+            completion_tokens_per_minute=self.llm_completion_tokens_per_minute,
+        )
+
+    def budget_shards(self, budget: ModelBudget) -> int:
+        """How many LLMBudget objects share this budget (each decides alone: one object grants a few dozen
+        calls a second on a small machine)."""
+        if self.llm_budget_shards is not None:
+            return self.llm_budget_shards
+        if budget.requests_per_minute is None or budget.counts_tokens:
+            # A token budget stays whole: a call larger than a shard's share could only run alone in its shard.
+            return 1
+        shards = math.ceil(budget.requests_per_minute / BUDGET_SHARD_REQUESTS_PER_MINUTE)
+        return max(1, min(MAX_AUTO_BUDGET_SHARDS, shards))
+
+    @property
+    def any_budget(self) -> bool:
+        """Whether any model has a budget (LLM_*_PER_MINUTE or LLM_BUDGETS)."""
+        return any(b.limited for b in (self.default_budget, *self.llm_budgets.values()))
+
+    def budget_for(self, model: str) -> ModelBudget:
+        """The budget of one model: its LLM_BUDGETS entry, else the LLM_*_PER_MINUTE ones."""
+        return self.llm_budgets.get(model, self.default_budget)
 
     @property
     def identity_keys(self) -> list[str]:

@@ -15,12 +15,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from restate.exceptions import TerminalError
 
 from worker import limits, records
+from worker.budget.permit import Permit, PermitRefused
+from worker.budget.window import Outcome, RateLimitAdvice
 from worker.chain import CODE, Link
 from worker.models import (
     DeadLetter,
@@ -70,6 +72,13 @@ class AttemptFailure(BaseModel):
     """The validation error, quoted back to the model on the next attempt."""
     retry_after_s: float | None = None
     """The delay the server advised (429 Retry-After)."""
+    throttled: RateLimitAdvice | None = None
+    """Set when the server answered 429 for its rate limit: what it said about its limits."""
+    budget: Outcome | None = None
+    """Set when the attempt did not use its budget grant (worker/budget/permit.py): no attempt at all, the grant
+    goes back with this outcome and the call waits for a new one."""
+    ended_at: float | None = None
+    """When the attempt's call ended (epoch seconds), for its model's budget."""
 
     def error(self, message: str) -> TerminalError:
         metadata = {"retryable": "true" if self.retryable else "false"}
@@ -77,16 +86,27 @@ class AttemptFailure(BaseModel):
             metadata["repair_hint"] = self.repair_hint
         if self.retry_after_s is not None:
             metadata["retry_after_s"] = f"{self.retry_after_s:.3f}"
+        if self.throttled is not None:
+            metadata["throttled"] = self.throttled.model_dump_json(exclude_none=True)
+        if self.budget is not None:
+            metadata["budget"] = self.budget.value
+        metadata["ended_at"] = f"{time.time() if self.ended_at is None else self.ended_at:.3f}"
         return TerminalError(message, status_code=500 if self.retryable else 400, metadata=metadata)
 
     @classmethod
     def of(cls, error: TerminalError) -> AttemptFailure:
         metadata = error.metadata or {}
         retry_after = metadata.get("retry_after_s")
+        throttled = metadata.get("throttled")
+        budget = metadata.get("budget")
+        ended_at = metadata.get("ended_at")
         return cls(
             retryable=metadata.get("retryable") == "true",
             repair_hint=metadata.get("repair_hint"),
             retry_after_s=float(retry_after) if retry_after else None,
+            throttled=RateLimitAdvice.model_validate_json(throttled) if throttled else None,
+            budget=Outcome(budget) if budget else None,
+            ended_at=float(ended_at) if ended_at else None,
         )
 
 
@@ -98,7 +118,10 @@ async def _answer(call: CallInfo, ask: Callable[[], Awaitable[Answer[T]]]) -> An
         raise _invalid(call, str(exc)) from None
     except TransientProviderError as exc:
         delay = None if exc.retry_after is None else min(exc.retry_after, MAX_RETRY_AFTER).total_seconds()
-        raise AttemptFailure(retryable=True, retry_after_s=delay).error(f"{call.step.value}: {exc}") from None
+        failure = AttemptFailure(retryable=True, retry_after_s=delay, throttled=exc.rate_limit)
+        raise failure.error(f"{call.step.value}: {exc}") from None
+    except PermitRefused as exc:
+        raise AttemptFailure(retryable=True, budget=exc.outcome).error(f"{call.step.value}: {exc}") from None
     except PermanentProviderError as exc:
         raise AttemptFailure(retryable=False).error(f"{call.step.value}: {exc}") from None
 
@@ -129,6 +152,7 @@ def _fact(step: Step, link: Link, usage: LLMUsage, attempt: int, started: float)
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cost_usd=cost,
+        ended_at=round(time.time(), 3),
     )
 
 
@@ -136,7 +160,11 @@ _NO_USAGE = LLMUsage()
 
 
 async def extract_metrics(
-    report: Report, link: Link = CODE, attempt: int = 1, repair_hint: str | None = None
+    report: Report,
+    link: Link = CODE,
+    attempt: int = 1,
+    repair_hint: str | None = None,
+    permit: Permit | None = None,
 ) -> ExtractResult:
     started = time.perf_counter()
     text = report.message
@@ -148,7 +176,7 @@ async def extract_metrics(
     if not quotes:
         # Nothing in the report reads as a quantity: there is nothing to quote, so no call is made.
         return ExtractResult(metrics=[], fact=_fact(Step.EXTRACT, CODE, _NO_USAGE, attempt, started))
-    call = CallInfo(report.report_id, Step.EXTRACT, attempt, repair_hint)
+    call = CallInfo(report.report_id, Step.EXTRACT, attempt, repair_hint, permit)
     provider = get_provider(link)
     answer = await _answer(call, lambda: provider.extract(text, quotes, call))
     items = [QuotedMetric(name=i.name, quote=i.quote, unit=i.unit) for i in answer.value.metrics]
@@ -167,12 +195,17 @@ async def extract_metrics(
 
 
 async def sort_metrics(
-    report_id: str, metrics: list[Metric], link: Link = CODE, attempt: int = 1, repair_hint: str | None = None
+    report_id: str,
+    metrics: list[Metric],
+    link: Link = CODE,
+    attempt: int = 1,
+    repair_hint: str | None = None,
+    permit: Permit | None = None,
 ) -> SortResult:
     started = time.perf_counter()
     if link.kind == "code":
         return SortResult(metrics=offline.sort_metrics(metrics), fact=_fact(Step.SORT, link, _NO_USAGE, 1, started))
-    call = CallInfo(report_id, Step.SORT, attempt, repair_hint)
+    call = CallInfo(report_id, Step.SORT, attempt, repair_hint, permit)
     provider = get_provider(link)
     answer = await _answer(call, lambda: provider.order(metrics, call))
     try:
@@ -184,13 +217,18 @@ async def sort_metrics(
 
 
 async def format_table(
-    report_id: str, metrics: list[Metric], link: Link = CODE, attempt: int = 1, repair_hint: str | None = None
+    report_id: str,
+    metrics: list[Metric],
+    link: Link = CODE,
+    attempt: int = 1,
+    repair_hint: str | None = None,
+    permit: Permit | None = None,
 ) -> FormatResult:
     started = time.perf_counter()
     if link.kind == "code":
         table = offline.markdown_table(metrics)
         return FormatResult(table=table, fact=_fact(Step.FORMAT, link, _NO_USAGE, 1, started))
-    call = CallInfo(report_id, Step.FORMAT, attempt, repair_hint)
+    call = CallInfo(report_id, Step.FORMAT, attempt, repair_hint, permit)
     provider = get_provider(link)
     answer = await _answer(call, lambda: provider.rows(metrics, call))
     try:
@@ -200,6 +238,23 @@ async def format_table(
     # The rows were checked against the metrics: render them in code, so the table is always well formed.
     table = offline.markdown_table(metrics)
     return FormatResult(table=table, fact=_fact(Step.FORMAT, link, answer.usage, attempt, started))
+
+
+def request_size(step: Step, link: Link, repair_hint: str | None, **inputs: Any) -> tuple[int, int] | None:
+    """What the next attempt of `step` on `link` would send to a model (bytes, messages), from the step's
+    inputs, for its model's budget; None when the attempt calls no model."""
+    if link.kind == "code":
+        return None
+    provider = get_provider(link)
+    if step is Step.EXTRACT:
+        report: Report = inputs["report"]
+        quotes = candidates(report.message)
+        if not quotes:
+            return None  # extract_metrics makes no call
+        call = CallInfo(report.report_id, step, repair_hint=repair_hint)
+        return provider.request_size(call, text=report.message, quotes=quotes)
+    call = CallInfo(inputs["report_id"], step, repair_hint=repair_hint)
+    return provider.request_size(call, metrics=inputs["metrics"])
 
 
 async def publish_table(record: TableRecord) -> Published:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ops.status.budgets import budget_statuses, budgets_sql, waiting_sql
 from ops.status.journal import (
     count_invocations,
     event_failure,
@@ -20,7 +21,7 @@ from ops.status.journal import (
     percentiles_of,
 )
 from ops.status.kafka import kafka_status
-from ops.status.models import EventFailure, Invocation, JournalPosition, KafkaStatus, Percentiles, Status
+from ops.status.models import TARGET, EventFailure, Invocation, JournalPosition, KafkaStatus, Percentiles, Status
 from ops.status.restate import (
     Restate,
     counts_sql,
@@ -103,6 +104,7 @@ def collect(options: Options) -> Status:
             counts, oldest, paused = sql(counts_sql(window_s)), sql(oldest_sql()), sql(paused_sql(options.limit))
             steps, end_to_end = sql(step_latency_sql(window_s)), sql(end_to_end_sql(window_s))
             fallbacks = sql(fallbacks_sql(window_s))
+            budgets, waiting = sql(budgets_sql()), sql(waiting_sql(TARGET))
             detail_ids = [str(r["id"]) for r in oldest.result() + paused.result()]
             events = sql(events_sql(detail_ids)) if detail_ids else None
             journals = restate.query(journals_sql(detail_ids)) if detail_ids else []
@@ -119,6 +121,8 @@ def collect(options: Options) -> Status:
                 step_latency_ms={s.value: by_step.get(s.value, Percentiles()) for s in Step},
                 fallbacks=fallback_counts(fallbacks.result()),
                 end_to_end_ms=percentiles_of(e2e_rows[0] if e2e_rows else None),
+                waiting_for_budget=int((waiting.result() or [{}])[0].get("n") or 0),
+                budgets=budget_statuses(budgets.result(), time.time()),
                 kafka=kafka_future.result(),
             )
     finally:

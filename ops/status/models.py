@@ -102,6 +102,35 @@ class KafkaStatus(_Model):
     consumer_group: ConsumerGroupLag
 
 
+class BudgetStatus(_Model):
+    """One model's LLM budget (worker/budget): what it holds now and what it has done."""
+
+    key: str
+    """provider|endpoint|model"""
+    shards: int
+    requests_in_window: int
+    """Calls occupying the budget: sent in its window, or in flight."""
+    prompt_tokens_in_window: int
+    completion_tokens_in_window: int
+    in_flight: int
+    """Granted calls not settled yet."""
+    reserved: int
+    """Capacity promised to waiting calls."""
+    share: float
+    """The share of the configured budget in effect (below 1 after 429s, recovering)."""
+    paused_seconds: float
+    """Seconds left in a pause after a 429."""
+    granted: int
+    told_to_wait: int
+    throttled: int
+    """429s answered to calls with this budget."""
+    last_throttled_at: datetime | None
+    abandoned: int
+    """Grants returned by an attempt a crash interrupted."""
+    expired: int
+    """Grants never settled (their invocation ended without it)."""
+
+
 class Status(_Model):
     generated_at: datetime
     window_seconds: int
@@ -116,6 +145,9 @@ class Status(_Model):
     """Per step, how often it moved on to its next link inside the window, by link (fallback model, code)."""
     end_to_end_ms: Percentiles
     """Created -> completed, for invocations completed inside the window."""
+    waiting_for_budget: int = 0
+    """Invocations in flight sleeping until their model's budget has room (worker/budget)."""
+    budgets: list[BudgetStatus] = []
     kafka: KafkaStatus
 
     def to_json(self) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def render(status: Status) -> str:
         for step, links in status.fallbacks.items()
     ]
     lines += ["", f"Fallbacks, last {window}: " + ("; ".join(fallbacks) if fallbacks else "none")]
+    lines += _budgets(status)
     group = kafka.consumer_group
     lines += [
         "",
@@ -94,6 +95,22 @@ def render(status: Status) -> str:
     )  # fmt: skip
     lines.append(f"  note: {group.note}")
     return "\n".join(lines)
+
+
+def _budgets(status: Status) -> list[str]:
+    if not status.budgets and not status.waiting_for_budget:
+        return []
+    lines = ["", f"LLM budgets (rolling window; {status.waiting_for_budget:,} invocations waiting for budget)"]
+    lines += _table(
+        ["MODEL", "IN WINDOW", "TOKENS", "IN FLIGHT", "RESERVED", "SHARE", "GRANTED", "WAITS", "429s", "LAST 429"],
+        [[_clip(printable(b.key), 60), f"{b.requests_in_window:,}",
+          f"{b.prompt_tokens_in_window + b.completion_tokens_in_window:,}", f"{b.in_flight:,}", f"{b.reserved:,}",
+          f"{b.share:.0%}" + (f" (paused {b.paused_seconds:g}s)" if b.paused_seconds else ""), f"{b.granted:,}",
+          f"{b.told_to_wait:,}", f"{b.throttled:,}", _since(status.generated_at, b.last_throttled_at)
+          if b.last_throttled_at else "-"]
+         for b in status.budgets],
+    )  # fmt: skip
+    return lines
 
 
 def _since(now: datetime, then: datetime | None) -> str:

@@ -7,40 +7,44 @@ Restate (tests/test_budget_window.py).
 
 ## What is promised
 
-No more than the budget in any rolling 60 s window, as the LLM server sees
-arrivals: at most `requests` calls, and at most `tokens` (prompt + completion),
-`prompt_tokens` and `completion_tokens`, across every worker process and node.
+No more than the budget in any rolling window of W seconds (`Limits.window_s`, 60
+by default), as the LLM server sees arrivals: at most `requests` calls, and at most
+`tokens` (prompt + completion), `prompt_tokens` and `completion_tokens`, across
+every worker process and node.
 
 ## How
 
-A grant *occupies* the budget from the moment it is granted until 60 s after the
-call ENDED (the caller reports the end with `settle`); its tokens count as the
+A grant *occupies* the budget from the moment it is granted until W seconds after
+its call ENDED (the caller reports the end with `settle`); its tokens count as the
 estimate until the settle replaces them with the reported usage. A grant is made
 only if everything occupying at that moment, plus the new call, fits the budget.
 
 Why that is enough (requests; tokens are the same sum with weights): take any
-60 s window [a, a + 60) at the server and the k calls that arrived in it. Let call
-k be the one granted last, at time T. Every other call i was granted at or before
-T, and ended at or after its arrival, so after a: its occupancy [granted_i,
-ended_i + 60] contains T, because T <= arrival_k < a + 60 <= ended_i + 60. So at T
-all k - 1 others occupied the budget, and the grant at T means k - 1 < N: k <= N.
+window [a, a + W) at the server and the k calls that arrived in it. Let call k be
+the one granted last, at time T. Every other call i was granted at or before T,
+and ended at or after its arrival, so after a: its occupancy [granted_i,
+ended_i + W] contains T, because T <= arrival_k < a + W <= ended_i + W. So at T all
+k - 1 others occupied the budget, and the grant at T means k - 1 < N: k <= N.
 For tokens the grant at T means the sum of the others' counted tokens plus call
 k's estimate fit, and each counted amount is at least what the server counts (the
 estimate is an upper bound until the settle replaces it with the usage).
 
 What keeps the premises true:
+- ended_i is when the settle reached the object, or, when the caller says when its call ended (it was
+  journaled with the call's result), that reading plus CLOCK_MARGIN_S if it is earlier: settles that
+  queue behind asks then do not keep the budget occupied longer. A caller's clock must not lag the
+  object's by CLOCK_MARGIN_S or more (NTP keeps hosts within milliseconds).
 - A call is sent after its grant, by at most `send_within_s` (the caller checks
   the deadline just before sending; a grant past it is returned unsent), and it
   ends within its timeout. So a grant that is never settled (its invocation was
-  killed) can safely stop counting at granted + send_within + timeout + 60 s.
+  killed) can safely stop counting at granted + send_within + timeout + W.
 - One grant, one send: when an invocation is retried after a crash, the attempt
   that the crash interrupted may already have sent its call. The caller then
   returns the grant as *abandoned* (it occupies as if that call ended as late as
-  it could have been sent) and asks for a new one (worker/budget/gate.py).
+  it could have been sent) and asks for a new one (worker/budget/permit.py).
 - The clock is the object's own, journaled, and never goes backwards here (a
   reading earlier than the last one is replaced by it). Settled occupancy ends are
   rounded *up* to BUCKET_S so the state stays small; that only makes it stricter.
-  Clocks of different hosts must agree (NTP) within a small fraction of a second.
 
 ## Waiting
 
@@ -52,7 +56,7 @@ all at once nor let capacity go unused:
   with its reservation, the caller is granted. A reservation not claimed within
   RESERVATION_GRACE_S lapses.
 - Otherwise (everything that occupies the budget is still in flight, or already
-  reserved) the caller is paced: told to come back one budget interval (60 s / N,
+  reserved) the caller is paced: told to come back one budget interval (W / N,
   or the share of a token budget the call needs) after the last caller so told.
   A newcomer queues behind paced callers instead of taking capacity before them.
 
@@ -76,7 +80,8 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 WINDOW_S = 60.0
-"""The rolling window every budget is counted over."""
+"""The rolling window budgets are counted over, unless their limits say otherwise."""
+MINUTE_S = 60.0
 BUCKET_S = 0.25
 """Settled occupancies are kept per bucket of end times (rounded up): at most WINDOW_S / BUCKET_S of them."""
 EXPIRY_MARGIN_S = 5.0
@@ -84,6 +89,8 @@ EXPIRY_MARGIN_S = 5.0
 RESERVATION_GRACE_S = 10.0
 """A reservation not claimed this long after its time lapses (its caller was cancelled, or is being retried)."""
 MIN_WAIT_S = 0.01
+CLOCK_MARGIN_S = 0.25
+"""Added to a caller's reading of when its call ended: hosts' clocks may disagree by this much."""
 
 CUT = 0.8
 CUT_COOLDOWN_S = 10.0
@@ -98,7 +105,7 @@ class _Model(BaseModel):
 
 
 class Limits(_Model):
-    """One model's budget per rolling 60 s window (None = unlimited), and what bounds a grant's life."""
+    """One model's budget per rolling window (None = unlimited), and what bounds a grant's life."""
 
     requests: int | None = Field(default=None, ge=1)
     tokens: int | None = Field(default=None, ge=1, description="Prompt + completion tokens.")
@@ -106,6 +113,7 @@ class Limits(_Model):
     completion_tokens: int | None = Field(default=None, ge=1)
     send_within_s: float = Field(default=30.0, gt=0, description="A granted call is sent within this, or not at all.")
     call_timeout_s: float = Field(default=60.0, gt=0, description="A sent call ends within this.")
+    window_s: float = Field(default=WINDOW_S, gt=0, description="The rolling window the limits hold in.")
 
     @property
     def limited(self) -> bool:
@@ -186,7 +194,7 @@ class Answer(_Model):
 
 class Outcome(StrEnum):
     SENT = "sent"
-    """The call was sent (whatever its result): it occupies until 60 s after now."""
+    """The call was sent (whatever its result): it occupies until one window after now."""
     UNSENT = "unsent"
     """The call was not sent (its send deadline passed): the grant frees at once."""
     ABANDONED = "abandoned"
@@ -226,6 +234,8 @@ class Settlement(_Model):
     limits: Limits
     throttled: RateLimitAdvice | None = None
     """Set when the server answered 429."""
+    ended_at: float | None = None
+    """When the call ended, by the caller's clock; without it, when the settle arrives (later still)."""
 
 
 # --- State -----------------------------------------------------------------------------------------
@@ -266,10 +276,11 @@ class Adaptation(_Model):
     """The share of the configured budget in effect at `since`; it recovers linearly from there."""
     since: float = 0.0
     paused_until: float = 0.0
-    last_cut: float = -math.inf
+    last_cut: float | None = None
+    """When the budget was last cut for a 429."""
 
     def factor_at(self, now: float) -> float:
-        return min(1.0, self.factor + max(0.0, now - self.since) / WINDOW_S * RECOVERY_PER_MINUTE)
+        return min(1.0, self.factor + max(0.0, now - self.since) / MINUTE_S * RECOVERY_PER_MINUTE)
 
 
 class Counters(_Model):
@@ -343,12 +354,18 @@ def acquire(state: BudgetState, ask: Ask, now: float) -> tuple[BudgetState, Answ
     return _reserve(state, ask, fits_at, now, waiting_for)
 
 
-def settle(state: BudgetState, settlement: Settlement, now: float) -> BudgetState:
-    """Replace a grant's estimate by what its call counts after all, from now until 60 s after it ended."""
-    state = _advance(state, now)
-    now = state.now
+def settle(state: BudgetState, settlement: Settlement, now: float | None = None) -> BudgetState:
+    """Replace a grant's estimate by what its call counts after all, until one window after it ended.
+
+    `now`, the object's clock, is needed only when the caller did not say when its call ended (`needs_clock`):
+    the caller's journaled reading saves the object a journaled clock reading of its own on most settles.
+    """
+    if now is not None:
+        state = _advance(state, now)
     if settlement.throttled is not None:
-        state = _throttled(state, settlement.limits, settlement.throttled, now)
+        # A caller's clock that runs ahead only makes the pause and the cut last longer.
+        reference = state.now if settlement.ended_at is None else max(state.now, settlement.ended_at)
+        state = _throttled(state, settlement.limits, settlement.throttled, reference)
     grant = next((o for o in state.outstanding if o.id == settlement.grant_id), None)
     if grant is None:
         return state  # already settled (a retried send) or already expired: nothing counts twice
@@ -357,16 +374,27 @@ def settle(state: BudgetState, settlement: Settlement, now: float) -> BudgetStat
     if settlement.outcome is Outcome.UNSENT:
         counters = counters.model_copy(update={"unsent": counters.unsent + 1})
         return state.model_copy(update={"outstanding": outstanding, "counters": counters})
-    ended = now
     if settlement.outcome is Outcome.ABANDONED:
-        # The interrupted attempt may have sent as late as its deadline, and we cannot know its usage.
-        ended = max(now, grant.send_by)
+        # The interrupted attempt may have sent as late as its deadline (by its own clock), and we cannot know
+        # its usage.
+        ended = grant.send_by + CLOCK_MARGIN_S
         counters = counters.model_copy(update={"abandoned": counters.abandoned + 1})
+    elif settlement.ended_at is not None:
+        # The caller's reading, a little later for safety against clocks that disagree: a settle that queued
+        # behind asks does not keep the budget occupied longer than its call did.
+        ended = max(grant.granted_at, settlement.ended_at + CLOCK_MARGIN_S)
+    else:
+        ended = state.now  # when the settle arrived: after the call ended
     used = settlement.used if settlement.outcome is Outcome.SENT and settlement.used is not None else None
     prompt = grant.prompt_tokens if used is None else used.prompt_tokens
     completion = grant.completion_tokens if used is None else used.completion_tokens
-    settled = _add_occupancy(state.settled, _bucket(ended + WINDOW_S), prompt, completion)
+    settled = _add_occupancy(state.settled, _bucket(ended + settlement.limits.window_s), prompt, completion)
     return state.model_copy(update={"outstanding": outstanding, "settled": settled, "counters": counters})
+
+
+def needs_clock(settlement: Settlement) -> bool:
+    """Whether `settle` needs the object's clock for this settlement."""
+    return settlement.outcome is Outcome.SENT and settlement.ended_at is None
 
 
 def usage_of(state: BudgetState) -> Usage:
@@ -489,7 +517,7 @@ def _grant(state: BudgetState, ask: Ask, now: float, oversized: bool) -> tuple[B
         id=grant.id,
         granted_at=now,
         send_by=grant.send_by,
-        expires=grant.send_by + limits.call_timeout_s + WINDOW_S + EXPIRY_MARGIN_S,
+        expires=grant.send_by + limits.call_timeout_s + limits.window_s + EXPIRY_MARGIN_S,
         prompt_tokens=ask.estimate.prompt_tokens,
         completion_tokens=ask.estimate.completion_tokens,
     )
@@ -541,7 +569,7 @@ def _spacing(cost: Cost, limits: Limits) -> float:
         cost.prompt_tokens / limits.prompt_tokens if limits.prompt_tokens else 0.0,
         cost.completion_tokens / limits.completion_tokens if limits.completion_tokens else 0.0,
     ]
-    return max(MIN_WAIT_S, WINDOW_S * min(1.0, max(shares)))
+    return max(MIN_WAIT_S, limits.window_s * min(1.0, max(shares)))
 
 
 def _bucket(t: float) -> float:
@@ -572,7 +600,7 @@ def _throttled(state: BudgetState, limits: Limits, advice: RateLimitAdvice, now:
     adapt = state.adapt
     current = adapt.factor_at(now)
     factor, last_cut = current, adapt.last_cut
-    if now - adapt.last_cut >= CUT_COOLDOWN_S:
+    if adapt.last_cut is None or now - adapt.last_cut >= CUT_COOLDOWN_S:
         factor, last_cut = current * CUT, now
     for told, configured in ((advice.limit_requests, limits.requests), (advice.limit_tokens, limits.tokens)):
         if told is not None and configured is not None and told < configured:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Generic, Protocol, TypeVar
 
+from worker.budget.permit import Permit
+from worker.budget.window import RateLimitAdvice
 from worker.models import LLMUsage, Metric, Step
 from worker.prompts import OrderAnswer, QuotesAnswer, RowItem
 
@@ -38,6 +40,8 @@ class CallInfo:
     attempt: int = 1
     repair_hint: str | None = None
     """The validation error of the previous answer, quoted back to the model."""
+    permit: Permit | None = None
+    """The model's budget granted this call: spent right before the request is sent (worker/budget)."""
 
 
 class ProviderError(Exception):
@@ -45,9 +49,13 @@ class ProviderError(Exception):
 
 
 class TransientProviderError(ProviderError):
-    def __init__(self, message: str, retry_after: timedelta | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: timedelta | None = None, rate_limit: RateLimitAdvice | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.rate_limit = rate_limit
+        """Set for a 429 rate limit: what the server said about its limits."""
 
 
 class PermanentProviderError(ProviderError):
@@ -65,6 +73,18 @@ class Provider(Protocol):
     def name(self) -> str: ...
 
     def model_for(self, step: Step) -> str: ...
+
+    def request_size(
+        self,
+        call: CallInfo,
+        *,
+        text: str = "",
+        quotes: list[str] | None = None,
+        metrics: list[Metric] | None = None,
+    ) -> tuple[int, int]:
+        """The UTF-8 size of what the call would send (messages and response schema), and its message count:
+        what a budget reserves before the call (worker/budget)."""
+        ...
 
     async def extract(self, text: str, quotes: list[str], call: CallInfo) -> Answer[QuotesAnswer]:
         """Metrics as quoted items; `quotes` are the quantities in the text, to choose from."""

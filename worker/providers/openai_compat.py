@@ -27,6 +27,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, completion_create_params
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from worker.budget.window import RateLimitAdvice
 from worker.models import LLMUsage, Metric, Step
 from worker.prompts import (
     EXTRACT_PROMPT,
@@ -78,6 +79,21 @@ def build_messages(
     return messages
 
 
+def _request(
+    call: CallInfo, *, text: str = "", quotes: list[str] | None = None, metrics: list[Metric] | None = None
+) -> tuple[list[ChatCompletionMessageParam], str, dict[str, Any]]:
+    """What one call of a step sends: its messages, and the name and JSON schema of the answer."""
+    if call.step is Step.EXTRACT:
+        messages = build_messages(EXTRACT_PROMPT, EXTRACT_SHOT, delimit(REPORT_TAG, text), call.repair_hint)
+        return messages, "quoted_metrics", extract_schema(quotes or [])
+    listed = metrics or []
+    if call.step is Step.SORT:
+        messages = build_messages(SORT_PROMPT, SORT_SHOT, metrics_block(listed), call.repair_hint)
+        return messages, "metric_order", sort_schema(len(listed))
+    messages = build_messages(FORMAT_PROMPT, FORMAT_SHOT, metrics_block(listed), call.repair_hint)
+    return messages, "table_rows", format_schema(len(listed))
+
+
 def _json_schema_format(name: str, schema: dict[str, Any]) -> completion_create_params.ResponseFormat:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
@@ -108,6 +124,41 @@ def parse_retry_after(headers: Mapping[str, str]) -> timedelta | None:
     except (TypeError, ValueError):
         return None
     return timedelta(seconds=max(0.0, when.timestamp() - time.time()))
+
+
+def rate_limit_advice(headers: Mapping[str, str]) -> RateLimitAdvice:
+    """What a 429 said about the server's limits: Retry-After and OpenAI's x-ratelimit-* headers."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    retry_after = parse_retry_after(lowered)
+
+    def count(name: str) -> int | None:
+        try:
+            return int(lowered[f"x-ratelimit-{name}"])
+        except (KeyError, ValueError):
+            return None
+
+    def duration(name: str) -> float | None:
+        value = lowered.get(f"x-ratelimit-{name}")
+        return None if value is None else parse_duration(value)
+
+    return RateLimitAdvice(
+        retry_after_s=None if retry_after is None else retry_after.total_seconds(),
+        limit_requests=count("limit-requests"),
+        limit_tokens=count("limit-tokens"),
+        remaining_requests=count("remaining-requests"),
+        remaining_tokens=count("remaining-tokens"),
+        reset_requests_s=duration("reset-requests"),
+        reset_tokens_s=duration("reset-tokens"),
+    )
+
+
+def parse_duration(text: str) -> float | None:
+    """OpenAI's reset durations: "1s", "6m0s", "20ms", "1h2m3.5s"; None when unreadable."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        return None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def safe_url(url: str) -> str:
@@ -261,6 +312,7 @@ class OpenAIProvider:
         self._model = endpoint.model
         self._step_models = dict(endpoint.step_models)
         self._temperature = endpoint.temperature
+        self._max_tokens = settings.llm_max_tokens
         # Models whose server rejected json_schema: asked in JSON mode from then on (per process).
         self._json_mode_models: set[str] = set()
         # The client is bound to the event loop that created it (its connection pool is), so keep the loop too.
@@ -283,17 +335,27 @@ class OpenAIProvider:
         return self._step_models.get(step, self._model)
 
     async def extract(self, text: str, quotes: list[str], call: CallInfo) -> Answer[QuotesAnswer]:
-        messages = build_messages(EXTRACT_PROMPT, EXTRACT_SHOT, delimit(REPORT_TAG, text), call.repair_hint)
-        return await self._ask(call, messages, "quoted_metrics", extract_schema(quotes), QuotesAnswer)
+        return await self._ask(call, *_request(call, text=text, quotes=quotes), QuotesAnswer)
 
     async def order(self, metrics: list[Metric], call: CallInfo) -> Answer[OrderAnswer]:
-        messages = build_messages(SORT_PROMPT, SORT_SHOT, metrics_block(metrics), call.repair_hint)
-        return await self._ask(call, messages, "metric_order", sort_schema(len(metrics)), OrderAnswer)
+        return await self._ask(call, *_request(call, metrics=metrics), OrderAnswer)
 
     async def rows(self, metrics: list[Metric], call: CallInfo) -> Answer[list[RowItem]]:
-        messages = build_messages(FORMAT_PROMPT, FORMAT_SHOT, metrics_block(metrics), call.repair_hint)
-        answer = await self._ask(call, messages, "table_rows", format_schema(len(metrics)), RowsAnswer)
+        answer = await self._ask(call, *_request(call, metrics=metrics), RowsAnswer)
         return Answer(answer.value.rows, answer.usage)
+
+    def request_size(
+        self,
+        call: CallInfo,
+        *,
+        text: str = "",
+        quotes: list[str] | None = None,
+        metrics: list[Metric] | None = None,
+    ) -> tuple[int, int]:
+        messages, schema_name, schema = _request(call, text=text, quotes=quotes, metrics=metrics)
+        # JSON without ASCII escapes: at least as many bytes as the texts it carries, no more than needed.
+        sent = json.dumps(messages, ensure_ascii=False) + json.dumps(_json_schema_format(schema_name, schema))
+        return len(sent.encode("utf-8", "surrogatepass")), len(messages)
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool (optional: for clean shutdowns and tests)."""
@@ -362,12 +424,15 @@ class OpenAIProvider:
         assert self._slots is not None
         try:
             async with self._slots:
+                if call.permit is not None:
+                    call.permit.spend()  # the model's budget granted this request (worker/budget)
                 # A total deadline: the SDK's timeout bounds each read, not a server that trickles bytes.
                 async with asyncio.timeout(self._timeout):
                     return await client.chat.completions.create(
                         model=model,
                         messages=messages,
                         temperature=openai.omit if temperature is None else temperature,
+                        max_tokens=openai.omit if self._max_tokens is None else self._max_tokens,
                         # The same JSON on the wire as `response_format=`, but the SDK does not walk
                         # the schema with its type-driven transform on every call: that walk was a
                         # fifth of the worker's CPU under load. The format is typed where it is built.
@@ -401,7 +466,10 @@ class OpenAIProvider:
             if err.code == "insufficient_quota":
                 # OpenAI's 429 for an exhausted budget: no retry within minutes can fix it.
                 return PermanentProviderError(message)
-            return TransientProviderError(message, retry_after=parse_retry_after(dict(err.response.headers)))
+            headers = dict(err.response.headers)
+            return TransientProviderError(
+                message, retry_after=parse_retry_after(headers), rate_limit=rate_limit_advice(headers)
+            )
         if status >= 500 or status in (408, 409):
             return TransientProviderError(message)
         return PermanentProviderError(message)
