@@ -102,16 +102,10 @@ def run(options: Options, command: str) -> int:
     if bench.results.soak is not None:
         blocks["soak"] = render_soak(info, bench.results.soak)
     if bench.budget_results is not None:
-        blocks["budget"] = f"Run `{info.command}` started {info.started}.
-
-" + render_budget(bench.budget_results)
+        blocks["budget"] = f"Run `{info.command}` started {info.started}.\n\n" + render_budget(bench.budget_results)
     if scaling is not None:
-        blocks["scaling"] = f"Run `{command}` started {started_at}.
-
-" + render_scaling(scaling, options)
-    print("
-
-".join(blocks.values()), flush=True)
+        blocks["scaling"] = f"Run `{command}` started {started_at}.\n\n" + render_scaling(scaling, options)
+    print("\n\n".join(blocks.values()), flush=True)
     budget_ok = bench.budget_results is None or bench.budget_results.ok
     ok = bench.results.ok and budget_ok and not errors and (scaling is None or scaling.ok)
     for error in errors:
