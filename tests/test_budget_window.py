@@ -10,12 +10,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import time
 from dataclasses import dataclass, field
 
 import pytest
 
+from worker.budget.permit import Permit, PermitRefused
 from worker.budget.window import (
-    BUCKET_S,
     CLOCK_MARGIN_S,
     CUT,
     CUT_COOLDOWN_S,
@@ -23,7 +24,6 @@ from worker.budget.window import (
     EXPIRY_MARGIN_S,
     MAX_PAUSE_S,
     MIN_FACTOR,
-    RESERVATION_GRACE_S,
     WINDOW_S,
     Answer,
     Ask,
@@ -44,8 +44,8 @@ REQUESTS = Limits(requests=3, send_within_s=10, call_timeout_s=5)
 ONE = Cost(prompt_tokens=100, completion_tokens=50)
 
 
-def ask(limits: Limits = REQUESTS, cost: Cost = ONE, waited: bool = False, reservation: int | None = None) -> Ask:
-    return Ask(limits=limits, estimate=cost, waited=waited or reservation is not None, reservation=reservation)
+def ask(limits: Limits = REQUESTS, cost: Cost = ONE, waited: bool = False) -> Ask:
+    return Ask(limits=limits, estimate=cost, waited=waited)
 
 
 def sent(grant_id: int, used: Cost | None = None, limits: Limits = REQUESTS, **kw: object) -> Settlement:
@@ -53,9 +53,20 @@ def sent(grant_id: int, used: Cost | None = None, limits: Limits = REQUESTS, **k
 
 
 def granted(state: BudgetState, a: Ask, now: float) -> tuple[BudgetState, int]:
+    """Granted now: send at once."""
+    state, answer = acquire(state, a, now)
+    assert answer.grant is not None and answer.wait_s == 0, answer
+    return state, answer.grant.id
+
+
+def granted_later(state: BudgetState, a: Ask, now: float, at_time: float) -> tuple[BudgetState, Answer]:
+    """Granted for `at_time`, when room frees up: the caller sleeps until just after it, then sends."""
     state, answer = acquire(state, a, now)
     assert answer.grant is not None, answer
-    return state, answer.grant.id
+    assert answer.grant.granted_at == pytest.approx(at_time)
+    assert answer.grant.send_from == pytest.approx(at_time + CLOCK_MARGIN_S)
+    assert answer.wait_s == pytest.approx(at_time + CLOCK_MARGIN_S - now, abs=0.001)
+    return state, answer
 
 
 def denied(state: BudgetState, a: Ask, now: float) -> tuple[BudgetState, Answer]:
@@ -67,7 +78,7 @@ def denied(state: BudgetState, a: Ask, now: float) -> tuple[BudgetState, Answer]
 # --- Requests ---------------------------------------------------------------------------------------
 
 
-def test_grants_up_to_the_budget_then_reserves_room_that_frees() -> None:
+def test_grants_up_to_the_budget_then_grants_room_that_frees_for_later() -> None:
     state = BudgetState()
     ids = []
     for t in (0.0, 0.1, 0.2):
@@ -77,16 +88,17 @@ def test_grants_up_to_the_budget_then_reserves_room_that_frees() -> None:
     state, answer = denied(state, ask(), 0.3)
     # All three calls are in flight: nobody knows yet when room frees. Come back in one budget interval.
     assert answer.waiting_for is Dimension.REQUESTS
-    assert answer.reservation is None
     assert answer.wait_s == pytest.approx(WINDOW_S / 3)
 
     state = settle(state, sent(1), 2.0)
-    # Back at 20.3: the first call ended at 2.0, so its occupancy ends at 62.0; that room is reserved.
-    state, answer = denied(state, ask(waited=True), 20.3)
-    assert answer.reservation is not None
-    assert answer.wait_s == pytest.approx(41.7, abs=BUCKET_S)
-    state, gid = granted(state, ask(reservation=answer.reservation), 62.0)
-    assert gid == answer.reservation + 1
+    # Back at 20.3: the first call ended at 2.0, so its occupancy ends at 62.0; that room is granted for then.
+    state, answer = granted_later(state, ask(waited=True), 20.3, at_time=62.0)
+    assert answer.grant is not None and answer.grant.id == 4
+    assert answer.waiting_for is Dimension.REQUESTS
+    # It occupies from 62.0 on, not before.
+    assert usage_of(at(state, 61.9)).requests == 3
+    state, answer = denied(state, ask(waited=True), 62.0)  # 2, 3 and 4 occupy
+    assert state.counters.granted_for_later == 1
 
 
 def test_a_grant_occupies_from_grant_until_60s_after_its_call_ended() -> None:
@@ -94,9 +106,7 @@ def test_a_grant_occupies_from_grant_until_60s_after_its_call_ended() -> None:
     state = BudgetState()
     state, gid = granted(state, ask(limits), 0.0)
     state = settle(state, sent(gid), 30.0)  # a 30 s call
-    state, answer = denied(state, ask(limits), 89.0)
-    assert answer.wait_s == pytest.approx(1.0, abs=0.01)
-    state, _ = granted(state, ask(limits, reservation=answer.reservation), 90.0)
+    state, _ = granted_later(state, ask(limits), 89.0, at_time=90.0)
 
 
 def test_a_settle_that_arrives_late_counts_from_when_the_call_ended() -> None:
@@ -105,13 +115,13 @@ def test_a_settle_that_arrives_late_counts_from_when_the_call_ended() -> None:
     state, gid = granted(state, ask(limits), 0.0)
     # The call ended at 1.0, but its settle reached the object only at 9.0 (a busy object).
     state = settle(state, Settlement(grant_id=gid, outcome=Outcome.SENT, limits=limits, ended_at=1.0), 9.0)
-    state, answer = denied(state, ask(limits), 9.0)
-    assert answer.wait_s == pytest.approx(1.0 + CLOCK_MARGIN_S + WINDOW_S - 9.0, abs=BUCKET_S)
+    state, answer = granted_later(state, ask(limits), 9.0, at_time=1.0 + CLOCK_MARGIN_S + WINDOW_S)
+    assert answer.grant is not None
     # A caller's clock that runs ahead only keeps the budget occupied longer, and moves nothing else.
-    state, gid = granted(state, ask(limits, reservation=answer.reservation), 61.25)
-    state = settle(state, Settlement(grant_id=gid, outcome=Outcome.SENT, limits=limits, ended_at=500.0))
+    late = Settlement(grant_id=answer.grant.id, outcome=Outcome.SENT, limits=limits, ended_at=500.0)
+    state = settle(state, late)
     assert state.settled[-1].until == pytest.approx(500.0 + CLOCK_MARGIN_S + WINDOW_S)
-    assert state.now == 61.25
+    assert state.now == 9.0
 
 
 def test_an_unsettled_grant_counts_until_it_expires() -> None:
@@ -137,9 +147,7 @@ def test_an_abandoned_grant_counts_as_if_its_call_ended_at_the_send_deadline() -
     state = BudgetState()
     state, gid = granted(state, ask(limits=limits), 0.0)
     state = settle(state, Settlement(grant_id=gid, outcome=Outcome.ABANDONED, limits=limits), 3.0)
-    state, answer = denied(state, ask(limits=limits), 3.0)
-    assert answer.reservation is not None
-    assert answer.wait_s == pytest.approx(10 + CLOCK_MARGIN_S + WINDOW_S - 3, abs=BUCKET_S)
+    state, _ = granted_later(state, ask(limits=limits), 3.0, at_time=10 + CLOCK_MARGIN_S + WINDOW_S)
     assert state.counters.abandoned == 1
 
 
@@ -155,7 +163,9 @@ def test_a_clock_reading_from_the_past_does_not_free_anything() -> None:
     state = BudgetState()
     state, gid = granted(state, ask(limits=Limits(requests=1)), 100.0)
     state = settle(state, sent(gid), 101.0)
-    state, _ = denied(state, ask(limits=Limits(requests=1)), 50.0)  # a host whose clock is behind
+    # A host whose clock is behind: nothing frees before the object's latest reading says so.
+    state, answer = acquire(state, ask(limits=Limits(requests=1)), 50.0)
+    assert answer.grant is not None and answer.grant.granted_at == 161.0
     assert state.now == 101.0
 
 
@@ -175,10 +185,10 @@ def test_tokens_count_the_estimate_then_the_reported_usage() -> None:
     # The first call used far less than its upper bound: the difference is free again at once.
     state = settle(state, sent(first, used, limits), 1.0)
     assert usage_of(state).tokens == 720
-    state, answer = denied(state, ask(limits, estimate, waited=True), 1.0)  # 720 + 500 > 1000 until 61.0
-    assert answer.wait_s == pytest.approx(60.0)
+    # 720 + 500 > 1000 until the first call's 220 stop counting at 61.0.
+    state, _ = granted_later(state, ask(limits, estimate, waited=True), 1.0, at_time=61.0)
     state = settle(state, sent(second, used, limits), 1.5)
-    state, _ = granted(state, ask(limits, estimate, reservation=answer.reservation), 1.5)  # 440 + 500 <= 1000
+    assert usage_of(at(state, 61.0)).tokens == 220 + 500
 
 
 def test_a_call_without_reported_usage_keeps_its_estimate() -> None:
@@ -213,9 +223,7 @@ def test_a_call_larger_than_the_whole_budget_runs_alone() -> None:
     assert answer.grant is not None and answer.oversized
     state, _ = denied(state, ask(limits, small), 0.0)  # nothing else while it occupies the budget
     state = settle(state, sent(answer.grant.id, None, limits), 1.0)
-    state, answer = denied(state, ask(limits, small, waited=True), 30.0)
-    assert answer.wait_s == pytest.approx(31.0)
-    state, _ = granted(state, ask(limits, small, reservation=answer.reservation), 61.0)
+    state, _ = granted_later(state, ask(limits, small, waited=True), 30.0, at_time=61.0)
     # ... and it does not run while anything else occupies the budget.
     state, answer = denied(state, ask(limits, big), 61.0)
     assert answer.waiting_for is Dimension.TOKENS
@@ -225,7 +233,7 @@ def test_a_call_larger_than_the_whole_budget_runs_alone() -> None:
 # --- Waiting ----------------------------------------------------------------------------------------
 
 
-def test_callers_with_nothing_to_reserve_are_paced_at_the_budgets_rate() -> None:
+def test_callers_with_nothing_known_to_free_are_paced_at_the_budgets_rate() -> None:
     limits = Limits(requests=6)  # one call per 10 s
     state = BudgetState()
     for _ in range(6):
@@ -233,55 +241,51 @@ def test_callers_with_nothing_to_reserve_are_paced_at_the_budgets_rate() -> None
     wakes = []
     for _ in range(4):
         state, answer = denied(state, ask(limits), 0.0)
-        assert answer.reservation is None
         wakes.append(answer.wait_s)
     assert wakes == pytest.approx([10.0, 20.0, 30.0, 40.0])
 
 
-def test_room_that_frees_is_reserved_for_one_caller_each() -> None:
+def test_room_that_frees_is_granted_for_later_to_one_caller_each() -> None:
     limits = Limits(requests=2)
     state = BudgetState()
     state, first = granted(state, ask(limits), 0.0)
     state, second = granted(state, ask(limits), 0.0)
     state = settle(settle(state, sent(first), 0.5), sent(second), 0.5)
-    state, a = denied(state, ask(limits), 1.0)
-    state, b = denied(state, ask(limits), 1.0)
-    state, c = denied(state, ask(limits), 1.0)
-    assert (a.wait_s, b.wait_s) == pytest.approx((59.5, 59.5))
-    assert a.reservation is not None and b.reservation is not None and a.reservation != b.reservation
-    assert c.reservation is None  # both rooms are promised: c is paced
-    # A newcomer before c's time queues behind c; one at 60.5 finds the room promised to a and b.
+    state, a = granted_later(state, ask(limits), 1.0, at_time=60.5)
+    state, b = granted_later(state, ask(limits), 1.0, at_time=60.5)
+    state, c = denied(state, ask(limits), 1.0)  # both rooms are promised: c is paced
+    assert c.wait_s == pytest.approx(WINDOW_S / 2)
+    assert a.grant is not None and b.grant is not None and a.grant.id != b.grant.id
+    # Newcomers queue behind the paced callers; at 60.5 the room is taken by a and b.
     state, d = denied(state, ask(limits), 20.0)
     assert d.waiting_for is Dimension.QUEUE
     state, e = denied(state, ask(limits), 60.5)
-    assert e.reservation is None
-    state, _ = granted(state, ask(limits, reservation=a.reservation), 60.6)
-    state, _ = granted(state, ask(limits, reservation=b.reservation), 60.6)
-    assert state.counters.reserved == 2
+    assert e.waiting_for is Dimension.QUEUE  # behind d, paced to 61.0
+    assert usage_of(at(state, 60.5)).requests == 2
+    assert state.counters.granted_for_later == 2
 
 
-def test_a_reservation_nobody_claims_lapses() -> None:
+def test_a_grant_for_later_occupies_only_from_its_moment() -> None:
     limits = Limits(requests=1)
     state = BudgetState()
     state, gid = granted(state, ask(limits), 0.0)
-    state = settle(state, sent(gid), 0.0)
-    state, answer = denied(state, ask(limits), 0.0)
-    assert answer.reservation is not None
-    # Its caller never came back (its invocation was cancelled): the room is free again after the grace.
-    state, _ = denied(state, ask(limits, waited=True), 60.0 + RESERVATION_GRACE_S - 1)
-    state, gid = granted(state, ask(limits, waited=True), 60.0 + RESERVATION_GRACE_S)
-    assert state.counters.lapsed == 1
+    state = settle(state, sent(gid, limits=limits), 0.0)
+    state, _ = granted_later(state, ask(limits), 10.0, at_time=60.0)
+    assert usage_of(at(state, 30.0)).requests == 1  # the first call's minute
+    assert usage_of(at(state, 60.0)).requests == 1  # the grant for later
 
 
-def test_a_caller_back_early_with_its_reservation_is_granted_when_room_is_there() -> None:
-    limits = Limits(requests=1)
+def test_a_grant_for_later_never_used_counts_until_it_expires() -> None:
+    limits = Limits(requests=1, send_within_s=10, call_timeout_s=5)
     state = BudgetState()
     state, gid = granted(state, ask(limits), 0.0)
-    state = settle(state, Settlement(grant_id=gid, outcome=Outcome.SENT, limits=limits), 0.0)
-    state, answer = denied(state, ask(limits), 0.0)
-    state, again = denied(state, ask(limits, reservation=answer.reservation), 59.0)
-    assert again.wait_s == pytest.approx(1.0)
-    state, _ = granted(state, ask(limits, reservation=again.reservation), 60.0)
+    state = settle(state, sent(gid, limits=limits), 0.0)
+    state, _ = granted_later(state, ask(limits), 0.0, at_time=60.0)
+    # Its invocation was cancelled while it slept: nothing settles it, it stops counting once it expires.
+    expires = 60.0 + CLOCK_MARGIN_S + 10 + 5 + WINDOW_S + EXPIRY_MARGIN_S
+    state, _ = denied(state, ask(limits, waited=True), expires - 0.01)
+    state, _ = granted(state, ask(limits, waited=True), expires)
+    assert state.counters.expired == 1
 
 
 # --- 429s -------------------------------------------------------------------------------------------
@@ -292,10 +296,8 @@ def test_a_429_pauses_every_grant_for_the_advised_time() -> None:
     state = BudgetState()
     state, gid = granted(state, ask(limits), 0.0)
     state = settle(state, sent(gid, limits=limits, throttled=RateLimitAdvice(retry_after_s=7)), 1.0)
-    state, answer = denied(state, ask(limits), 1.0)
+    state, answer = granted_later(state, ask(limits), 1.0, at_time=8.0)
     assert answer.waiting_for is Dimension.PAUSED
-    assert answer.wait_s == pytest.approx(7.0)
-    state, _ = granted(state, ask(limits, reservation=answer.reservation), 8.0)
     assert state.counters.throttled == 1 and state.counters.last_throttled_at == 1.0
 
 
@@ -324,7 +326,8 @@ def test_the_lowered_budget_is_what_grants_count_against() -> None:
     now = DEFAULT_PAUSE_S
     for _ in range(4):
         state, _ = granted(state, ask(limits), now)
-    state, answer = denied(state, ask(limits), now)
+    # Five occupy: the sixth waits for the first call's minute to end, as a budget of 5 would.
+    state, answer = granted_later(state, ask(limits), now, at_time=60.0)
     assert answer.waiting_for is Dimension.REQUESTS
 
 
@@ -357,10 +360,10 @@ def test_the_state_survives_its_journal_encoding() -> None:
     for _ in range(3):
         state, gid = granted(state, ask(), 0.0)
     state = settle(state, sent(gid), 1.0)
-    state, answer = denied(state, ask(), 1.0)
-    assert answer.reservation is not None
+    state, _ = granted_later(state, ask(), 1.0, at_time=61.0)
     state = settle(state, sent(1, throttled=RateLimitAdvice(retry_after_s=1)), 2.0)
-    assert state.reserved and state.settled and state.outstanding and state.adapt.last_cut is not None
+    assert [o for o in state.outstanding if o.granted_at > state.now]  # a grant for later
+    assert state.settled and state.adapt.last_cut is not None
     assert BudgetState.model_validate_json(state.model_dump_json()) == state
 
 
@@ -390,8 +393,6 @@ class Sim:
     """(time, tokens) of every call the server received."""
     events: list[tuple[float, int, str, dict[str, object]]] = field(default_factory=list)
     seq: itertools.count[int] = field(default_factory=itertools.count)
-    denied_again: int = 0
-    """Asks turned away although they came back with a reservation."""
     asks: dict[int, int] = field(default_factory=dict)
     """Asks per caller."""
     served: set[int] = field(default_factory=set)
@@ -409,24 +410,26 @@ class Sim:
             t, _, kind, data = heapq.heappop(self.events)
             getattr(self, kind)(t, **data)
 
-    def ask(self, t: float, caller: int, estimate: Cost, waited: bool = False, reservation: int | None = None) -> None:
-        request = Ask(limits=self.limits, estimate=estimate, waited=waited, reservation=reservation)
+    def ask(self, t: float, caller: int, estimate: Cost, waited: bool = False) -> None:
+        request = Ask(limits=self.limits, estimate=estimate, waited=waited)
         self.state, answer = acquire(self.state, request, t)
         self.asks[caller] = self.asks.get(caller, 0) + 1
         if answer.grant is None:
-            self.denied_again += reservation is not None
             # Restate's timer and the next call arrive a little after the wake-up time.
             wake = t + answer.wait_s + self.rng.uniform(0, 0.05)
-            self.at(wake, "ask", caller=caller, estimate=estimate, waited=True, reservation=answer.reservation)
+            self.at(wake, "ask", caller=caller, estimate=estimate, waited=True)
             return
         self.served.add(caller)
         grant = answer.grant
+        start = t
+        if answer.wait_s > 0:  # granted for later: Restate's timer fires a little after the wake-up time
+            start = t + answer.wait_s + self.rng.uniform(0, 0.05)
         delay = self.rng.uniform(0, self.limits.send_within_s * 0.5)
         if self.rng.random() < self.late_send_rate:  # waited too long for a concurrency slot
             self.at(grant.send_by + 0.5, "settle", grant=grant.id, outcome=Outcome.UNSENT, used=None)
             self.at(grant.send_by + 0.5, "ask", caller=caller, estimate=estimate)
             return
-        send = t + delay
+        send = start + delay
         used = Cost(
             prompt_tokens=self.rng.randint(estimate.prompt_tokens // 2, estimate.prompt_tokens),
             completion_tokens=self.rng.randint(1, estimate.completion_tokens),
@@ -509,8 +512,42 @@ def test_under_a_backlog_throughput_stays_close_to_the_budget() -> None:
     # Each call occupies the budget for its latency (up to 1 s), its settle delay and 60 s:
     # the best possible is 30 calls per ~61 s.
     assert len(sim.arrivals) >= 0.95 * 30 * minutes * 60 / 61.5
-    # Callers wait where they are told: one holding a reservation is seldom turned away again,
-    # and asks per call stay few even with 2,000 waiting.
-    assert sim.denied_again / sim.state.counters.granted < 0.05
+    # Asks per call stay few even with 2,000 waiting: a caller granted for later does not ask again.
     asks = [sim.asks[caller] for caller in sim.served]
-    assert sum(asks) / len(asks) <= 3.0
+    assert sum(asks) / len(asks) <= 2.0, sum(asks) / len(asks)
+    assert sim.state.counters.granted_for_later > 0.5 * sim.state.counters.granted
+
+
+# --- The permit: the last check before a request leaves --------------------------------------------
+
+
+def test_a_permit_sends_once_within_its_times() -> None:
+    now = time.time()
+    permit = Permit("k", 1, send_from=now - 1, send_by=now + 10, fresh=True)
+    permit.spend()
+    with pytest.raises(PermitRefused) as second:
+        permit.spend()  # one grant, one request
+    assert second.value.outcome is Outcome.SENT
+
+
+@pytest.mark.parametrize(
+    ("send_from", "send_by", "fresh", "outcome"),
+    [
+        (-20.0, -10.0, True, Outcome.UNSENT),  # waited too long for a slot
+        (5.0, 30.0, True, Outcome.UNSENT),  # a grant for later whose sleep ended early by this clock
+        (-1.0, 10.0, False, Outcome.ABANDONED),  # an interrupted attempt held it: it may have sent
+    ],
+)
+def test_a_permit_refuses_what_would_break_the_budget(
+    send_from: float, send_by: float, fresh: bool, outcome: Outcome
+) -> None:
+    now = time.time()
+    permit = Permit("k", 1, send_from=now + send_from, send_by=now + send_by, fresh=fresh)
+    with pytest.raises(PermitRefused) as refused:
+        permit.spend()
+    assert refused.value.outcome is outcome
+
+
+def test_a_permit_tolerates_clocks_within_the_margin() -> None:
+    now = time.time()
+    Permit("k", 1, send_from=now + CLOCK_MARGIN_S / 2, send_by=now + 10, fresh=True).spend()

@@ -114,8 +114,8 @@ class BudgetStatus(_Model):
     completion_tokens_in_window: int
     in_flight: int
     """Granted calls not settled yet."""
-    reserved: int
-    """Capacity promised to waiting calls."""
+    granted_for_later: int
+    """Calls granted for the moment capacity frees up, sleeping until then."""
     share: float
     """The share of the configured budget in effect (below 1 after 429s, recovering)."""
     paused_seconds: float

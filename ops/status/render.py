@@ -102,9 +102,10 @@ def _budgets(status: Status) -> list[str]:
         return []
     lines = ["", f"LLM budgets (rolling window; {status.waiting_for_budget:,} invocations waiting for budget)"]
     lines += _table(
-        ["MODEL", "IN WINDOW", "TOKENS", "IN FLIGHT", "RESERVED", "SHARE", "GRANTED", "WAITS", "429s", "LAST 429"],
+        ["MODEL", "IN WINDOW", "TOKENS", "IN FLIGHT", "LATER", "SHARE", "GRANTED", "WAITS", "429s", "LAST 429"],
         [[_clip(printable(b.key), 60), f"{b.requests_in_window:,}",
-          f"{b.prompt_tokens_in_window + b.completion_tokens_in_window:,}", f"{b.in_flight:,}", f"{b.reserved:,}",
+          f"{b.prompt_tokens_in_window + b.completion_tokens_in_window:,}", f"{b.in_flight:,}",
+          f"{b.granted_for_later:,}",
           f"{b.share:.0%}" + (f" (paused {b.paused_seconds:g}s)" if b.paused_seconds else ""), f"{b.granted:,}",
           f"{b.told_to_wait:,}", f"{b.throttled:,}", _since(status.generated_at, b.last_throttled_at)
           if b.last_throttled_at else "-"]

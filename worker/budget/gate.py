@@ -123,17 +123,19 @@ def service_timeouts(settings: Settings) -> tuple[timedelta | None, timedelta | 
 
 
 async def acquire(ctx: restate.Context, budget: LinkBudget, estimate: Cost) -> Permit:
-    """Ask the model's budget for one call, waiting durably (a named sleep) until it is granted."""
+    """Ask the model's budget for one call, waiting durably (a named sleep) until it is granted and due."""
     # A shard drawn from the invocation's journaled random sequence: spread evenly, the same on replay.
     key = budget.shard_key(ctx.random().randrange(budget.shards) if budget.shards > 1 else 0)
-    waited, reservation = 0.0, None
+    waited = 0.0
     while True:
-        ask = Ask(limits=budget.limits, estimate=estimate, waited=waited > 0, reservation=reservation)
+        ask = Ask(limits=budget.limits, estimate=estimate, waited=waited > 0)
         answer = await _cancellable(ctx.object_call(acquire_handler, key=key, arg=ask))
+        if answer.wait_s > 0:
+            # Paced (ask again then), or granted for a moment capacity frees up (send then).
+            waited += answer.wait_s
+            await journaled.sleep(ctx, timedelta(seconds=answer.wait_s), name=WAIT_NAME)
         if answer.grant is not None:
             break
-        waited, reservation = waited + answer.wait_s, answer.reservation
-        await journaled.sleep(ctx, timedelta(seconds=answer.wait_s), name=WAIT_NAME)
     grant = answer.grant
     # One grant, one request: the attempt that runs this claim live is the only one that may send with the
     # grant. An attempt that finds the claim already in the journal was preceded by one that may have sent
@@ -146,7 +148,7 @@ async def acquire(ctx: restate.Context, budget: LinkBudget, estimate: Cost) -> P
         return grant.id
 
     await _cancellable(ctx.run_typed(CLAIM_NAME, claim, _CLAIM))
-    return Permit(key, grant.id, grant.send_by, fresh=claimed_here, waited_s=round(waited, 3))
+    return Permit(key, grant.id, grant.send_from, grant.send_by, fresh=claimed_here, waited_s=round(waited, 3))
 
 
 async def _cancellable(future: Awaitable[T]) -> T:

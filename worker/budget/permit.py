@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from worker.budget.window import Outcome
+from worker.budget.window import CLOCK_MARGIN_S, Outcome
 
 MESSAGE_OVERHEAD_TOKENS = 4
 """Tokens a chat format adds per message (role and separators), and once for the reply."""
@@ -31,6 +31,8 @@ class Permit:
     key: str
     """The LLMBudget object (shard) that granted it."""
     grant_id: int
+    send_from: float
+    """Wall-clock time (time.time()) before which the request must not leave: when the grant starts to occupy."""
     send_by: float
     """Wall-clock deadline for sending (time.time())."""
     fresh: bool
@@ -47,8 +49,13 @@ class Permit:
         if self.spent:
             # One grant, one request: a second request (e.g. the JSON-mode fallback) needs a grant of its own.
             raise PermitRefused(Outcome.SENT, "the budget grant was spent on an earlier request of this attempt")
-        if time.time() > self.send_by:
+        now = time.time()
+        if now > self.send_by:
             raise PermitRefused(Outcome.UNSENT, "the budget grant expired while the call waited for a slot")
+        if now < self.send_from - CLOCK_MARGIN_S:
+            # The durable sleep ended early by this host's clock (clocks that disagree by more than the
+            # margin): sending now could arrive before the grant occupies. Return it and ask again.
+            raise PermitRefused(Outcome.UNSENT, "the budget grant is not due yet by this host's clock")
         self.spent = True
 
 

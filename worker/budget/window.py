@@ -34,10 +34,11 @@ What keeps the premises true:
   journaled with the call's result), that reading plus CLOCK_MARGIN_S if it is earlier: settles that
   queue behind asks then do not keep the budget occupied longer. A caller's clock must not lag the
   object's by CLOCK_MARGIN_S or more (NTP keeps hosts within milliseconds).
-- A call is sent after its grant, by at most `send_within_s` (the caller checks
-  the deadline just before sending; a grant past it is returned unsent), and it
-  ends within its timeout. So a grant that is never settled (its invocation was
-  killed) can safely stop counting at granted + send_within + timeout + W.
+- A call is sent no earlier than its grant occupies (`send_from`) and at most
+  `send_within_s` later (the caller checks both just before sending; a grant
+  outside them is returned unsent), and it ends within its timeout. So a grant
+  that is never settled (its invocation was killed) can safely stop counting at
+  send_by + timeout + W.
 - One grant, one send: when an invocation is retried after a crash, the attempt
   that the crash interrupted may already have sent its call. The caller then
   returns the grant as *abandoned* (it occupies as if that call ended as late as
@@ -51,12 +52,14 @@ What keeps the premises true:
 A denied caller is told when to ask again, so that waiting callers neither wake
 all at once nor let capacity go unused:
 - If capacity is known to free up for it (a settled call's occupancy ends), the
-  object *reserves* it: the caller is told that moment, and nobody else may take
-  that capacity meanwhile (a reservation counts from its time on). Coming back
-  with its reservation, the caller is granted. A reservation not claimed within
-  RESERVATION_GRACE_S lapses.
+  object grants it *for later*: the grant occupies from that moment S on (nobody
+  else may take that capacity), and the caller sleeps until S + CLOCK_MARGIN_S and
+  then sends, without asking again. The proof above holds with T the moment a
+  grant starts to occupy: the call cannot arrive before it. (Asking again after
+  the sleep cost a second trip through the object, whose queue is the budget's
+  bottleneck under a backlog: every such delay keeps capacity idle for a cycle.)
 - Otherwise (everything that occupies the budget is still in flight, or already
-  reserved) the caller is paced: told to come back one budget interval (W / N,
+  granted for later) the caller is paced: told to come back one budget interval (W / N,
   or the share of a token budget the call needs) after the last caller so told.
   A newcomer queues behind paced callers instead of taking capacity before them.
 
@@ -86,8 +89,6 @@ BUCKET_S = 0.25
 """Settled occupancies are kept per bucket of end times (rounded up): at most WINDOW_S / BUCKET_S of them."""
 EXPIRY_MARGIN_S = 5.0
 """Added to the longest possible life of a never-settled grant before it stops counting."""
-RESERVATION_GRACE_S = 10.0
-"""A reservation not claimed this long after its time lapses (its caller was cancelled, or is being retried)."""
 MIN_WAIT_S = 0.01
 CLOCK_MARGIN_S = 0.25
 """Added to a caller's reading of when its call ended: hosts' clocks may disagree by this much."""
@@ -156,8 +157,6 @@ class Ask(_Model):
     """An upper bound of the call's tokens: the prompt's, and the completion limit (max_tokens)."""
     waited: bool = False
     """This caller was told to wait before (it is not a newcomer)."""
-    reservation: int | None = None
-    """The reservation the previous answer made for this caller."""
 
 
 class Dimension(StrEnum):
@@ -176,17 +175,19 @@ class Dimension(StrEnum):
 class Grant(_Model):
     id: int
     granted_at: float
+    """From when it occupies the budget: now, or a moment capacity frees up (a grant for later)."""
+    send_from: float
+    """Do not send before then (the caller's clock): granted_at, or CLOCK_MARGIN_S after it for a grant for later."""
     send_by: float
     """Send the call by then (the caller's clock), or return the grant unsent."""
 
 
 class Answer(_Model):
-    """The result of `LLMBudget/acquire`: a grant, or how long to wait before asking again."""
+    """The result of `LLMBudget/acquire`: a grant (to use after `wait_s`), or how long to wait before asking again."""
 
     grant: Grant | None = None
     wait_s: float = 0.0
-    reservation: int | None = None
-    """Capacity held for this caller from `wait_s` on: ask again then, with this id."""
+    """With a grant: sleep this long, then send. Without: ask again after it."""
     waiting_for: Dimension | None = None
     oversized: bool = False
     """The call alone exceeds the budget: it was granted only because nothing else occupied it."""
@@ -262,15 +263,6 @@ class Occupancy(_Model):
     completion_tokens: int
 
 
-class Reservation(_Model):
-    """Capacity promised to a waiting caller from `at` on."""
-
-    id: int
-    at: float
-    prompt_tokens: int
-    completion_tokens: int
-
-
 class Adaptation(_Model):
     factor: float = 1.0
     """The share of the configured budget in effect at `since`; it recovers linearly from there."""
@@ -286,9 +278,8 @@ class Adaptation(_Model):
 class Counters(_Model):
     granted: int = 0
     denied: int = 0
-    reserved: int = 0
-    lapsed: int = 0
-    """Reservations nobody came back for."""
+    granted_for_later: int = 0
+    """Grants that occupy from a later moment, when capacity frees up (their callers sleep until then)."""
     throttled: int = 0
     """429s reported by callers."""
     last_throttled_at: float | None = None
@@ -303,13 +294,12 @@ class BudgetState(_Model):
     """Everything one model's budget remembers (the virtual object's only state)."""
 
     seq: int = 0
-    """The last grant or reservation id."""
+    """The last grant id."""
     now: float = 0.0
     """The latest clock reading seen: time never goes backwards here."""
     outstanding: tuple[Outstanding, ...] = ()
     settled: tuple[Occupancy, ...] = ()
     """Sorted by `until`."""
-    reserved: tuple[Reservation, ...] = ()
     next_wake: float = 0.0
     """The latest time a paced caller was told to come back: newcomers queue behind it."""
     adapt: Adaptation = Adaptation()
@@ -332,14 +322,11 @@ class Usage(_Model):
 
 
 def acquire(state: BudgetState, ask: Ask, now: float) -> tuple[BudgetState, Answer]:
-    """Grant the call if the budget has room now; else reserve capacity that frees later, or pace the caller."""
+    """Grant the call if the budget has room now, or for the moment room frees up; else pace the caller."""
     state = _advance(state, now)
     now = state.now
     limits = ask.limits.scaled(state.adapt.factor_at(now))
-    mine = next((r for r in state.reserved if r.id == ask.reservation), None)
-    if mine is not None:
-        state = state.model_copy(update={"reserved": tuple(r for r in state.reserved if r is not mine)})
-    if not ask.waited and mine is None and state.next_wake > now:
+    if not ask.waited and state.next_wake > now:
         return _pace(state, ask, limits, now, Dimension.QUEUE)
 
     profile = _Profile.of(state, now)
@@ -347,11 +334,11 @@ def acquire(state: BudgetState, ask: Ask, now: float) -> tuple[BudgetState, Answ
     start = max(now, paused_until)
     fits_at = profile.earliest_fit(start, ask.estimate, limits)
     if fits_at == now:
-        return _grant(state, ask, now, oversized=_exceeds(ask.estimate, limits))
+        return _grant(state, ask, now, now, oversized=_exceeds(ask.estimate, limits))
     waiting_for = Dimension.PAUSED if paused_until > now else profile.shortfall(ask.estimate, limits)
     if fits_at is None:
         return _pace(state, ask, limits, now, waiting_for)
-    return _reserve(state, ask, fits_at, now, waiting_for)
+    return _grant(state, ask, fits_at, now, oversized=_exceeds(ask.estimate, limits), waiting_for=waiting_for)
 
 
 def settle(state: BudgetState, settlement: Settlement, now: float | None = None) -> BudgetState:
@@ -398,7 +385,7 @@ def needs_clock(settlement: Settlement) -> bool:
 
 
 def usage_of(state: BudgetState) -> Usage:
-    """What occupies the budget at `state.now` (reservations that are due included)."""
+    """What occupies the budget at `state.now` (grants for later that are due included)."""
     r, p, c = _Profile.of(state, state.now).loads[0][1:]
     return Usage(requests=r, prompt_tokens=p, completion_tokens=c)
 
@@ -414,7 +401,7 @@ def at(state: BudgetState, now: float) -> BudgetState:
 class _Profile:
     """What will occupy the budget from now on, as far as is known: a step function of time.
 
-    Settled occupancies end at known times; reservations start at known times; outstanding calls
+    Settled occupancies end at known times; grants for later start at known times; outstanding calls
     (not settled yet) count until further notice. `loads[i] = (time, requests, prompt, completion)`
     holds from its time until the next entry's.
     """
@@ -432,23 +419,23 @@ class _Profile:
 
     @classmethod
     def of(cls, state: BudgetState, now: float) -> _Profile:
-        r = len(state.outstanding) + sum(o.requests for o in state.settled)
-        p = sum(o.prompt_tokens for o in state.outstanding) + sum(o.prompt_tokens for o in state.settled)
-        c = sum(o.completion_tokens for o in state.outstanding) + sum(o.completion_tokens for o in state.settled)
+        r = sum(o.requests for o in state.settled)
+        p = sum(o.prompt_tokens for o in state.settled)
+        c = sum(o.completion_tokens for o in state.settled)
         changes: dict[float, list[int]] = {}
         for o in state.settled:
             delta = changes.setdefault(o.until, [0, 0, 0])
             delta[0] -= o.requests
             delta[1] -= o.prompt_tokens
             delta[2] -= o.completion_tokens
-        for res in state.reserved:
-            if res.at <= now:
-                r, p, c = r + 1, p + res.prompt_tokens, c + res.completion_tokens
+        for g in state.outstanding:
+            if g.granted_at <= now:
+                r, p, c = r + 1, p + g.prompt_tokens, c + g.completion_tokens
                 continue
-            delta = changes.setdefault(res.at, [0, 0, 0])
+            delta = changes.setdefault(g.granted_at, [0, 0, 0])  # a grant for later: occupies from then on
             delta[0] += 1
-            delta[1] += res.prompt_tokens
-            delta[2] += res.completion_tokens
+            delta[1] += g.prompt_tokens
+            delta[2] += g.completion_tokens
         loads = [(now, r, p, c)]
         for t in sorted(changes):
             dr, dp, dc = changes[t]
@@ -498,52 +485,49 @@ def _advance(state: BudgetState, now: float) -> BudgetState:
     now = max(now, state.now)
     settled = tuple(o for o in state.settled if o.until > now)
     outstanding = tuple(o for o in state.outstanding if o.expires > now)
-    reserved = tuple(r for r in state.reserved if r.at + RESERVATION_GRACE_S > now)
-    expired, lapsed = len(state.outstanding) - len(outstanding), len(state.reserved) - len(reserved)
+    expired = len(state.outstanding) - len(outstanding)
     counters = state.counters
-    if expired or lapsed:
-        counters = counters.model_copy(
-            update={"expired": counters.expired + expired, "lapsed": counters.lapsed + lapsed}
-        )
-    return state.model_copy(
-        update={"now": now, "settled": settled, "outstanding": outstanding, "reserved": reserved, "counters": counters}
-    )
+    if expired:
+        counters = counters.model_copy(update={"expired": counters.expired + expired})
+    return state.model_copy(update={"now": now, "settled": settled, "outstanding": outstanding, "counters": counters})
 
 
-def _grant(state: BudgetState, ask: Ask, now: float, oversized: bool) -> tuple[BudgetState, Answer]:
+def _grant(
+    state: BudgetState,
+    ask: Ask,
+    at_time: float,
+    now: float,
+    oversized: bool,
+    waiting_for: Dimension | None = None,
+) -> tuple[BudgetState, Answer]:
+    """A grant that occupies from `at_time` on: now, or later (then the caller sleeps until just after it)."""
     limits = ask.limits
-    grant = Grant(id=state.seq + 1, granted_at=now, send_by=now + limits.send_within_s)
+    later = at_time > now
+    # A caller's clock may run ahead of this one by up to CLOCK_MARGIN_S: it must not send before `at_time`.
+    send_from = at_time + CLOCK_MARGIN_S if later else at_time
+    grant = Grant(id=state.seq + 1, granted_at=at_time, send_from=send_from, send_by=send_from + limits.send_within_s)
     outstanding = Outstanding(
         id=grant.id,
-        granted_at=now,
+        granted_at=at_time,
         send_by=grant.send_by,
         expires=grant.send_by + limits.call_timeout_s + limits.window_s + EXPIRY_MARGIN_S,
         prompt_tokens=ask.estimate.prompt_tokens,
         completion_tokens=ask.estimate.completion_tokens,
     )
     c = state.counters
-    counters = c.model_copy(update={"granted": c.granted + 1, "oversized": c.oversized + int(oversized)})
+    counters = c.model_copy(
+        update={
+            "granted": c.granted + 1,
+            "oversized": c.oversized + int(oversized),
+            "denied": c.denied + int(later),
+            "granted_for_later": c.granted_for_later + int(later),
+        }
+    )
     state = state.model_copy(
         update={"seq": grant.id, "outstanding": (*state.outstanding, outstanding), "counters": counters}
     )
-    return state, Answer(grant=grant, oversized=oversized)
-
-
-def _reserve(
-    state: BudgetState, ask: Ask, at_time: float, now: float, waiting_for: Dimension | None
-) -> tuple[BudgetState, Answer]:
-    reservation = Reservation(
-        id=state.seq + 1,
-        at=at_time,
-        prompt_tokens=ask.estimate.prompt_tokens,
-        completion_tokens=ask.estimate.completion_tokens,
-    )
-    c = state.counters
-    counters = c.model_copy(update={"denied": c.denied + 1, "reserved": c.reserved + 1})
-    state = state.model_copy(
-        update={"seq": reservation.id, "reserved": (*state.reserved, reservation), "counters": counters}
-    )
-    return state, Answer(wait_s=_wait(at_time, now), reservation=reservation.id, waiting_for=waiting_for)
+    wait_s = _wait(send_from, now) if later else 0.0
+    return state, Answer(grant=grant, wait_s=wait_s, waiting_for=waiting_for if later else None, oversized=oversized)
 
 
 def _pace(
