@@ -166,9 +166,17 @@ def _deployment_at(client: httpx.Client, uri: str) -> dict[str, Any] | None:
 
 
 def _definitions(deployment: dict[str, Any]) -> list[dict[str, Any]]:
-    """The services as defined by the worker: what Restate numbers (revision, deployment id) left out."""
-    services = [{k: v for k, v in s.items() if k not in ("revision", "deployment_id")} for s in deployment["services"]]
+    """The services as defined by the worker: what Restate numbers (revision, deployment id) left out, and
+    handlers by name (a registered deployment lists them in another order than a dry run)."""
+    services = [
+        {k: _by_name(v) if k == "handlers" else v for k, v in s.items() if k not in ("revision", "deployment_id")}
+        for s in deployment["services"]
+    ]
     return sorted(services, key=lambda s: str(s.get("name")))
+
+
+def _by_name(items: Any) -> Any:
+    return sorted(items, key=lambda h: str(h.get("name"))) if isinstance(items, list) else items
 
 
 def _revisions(deployment: dict[str, Any]) -> str:
