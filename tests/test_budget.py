@@ -168,7 +168,9 @@ def test_a_worker_killed_while_calls_wait_for_budget_loses_nothing(budgeted: Tes
     requests = 4
     llm_server.latency = 1.0  # calls in flight at the kill
     llm_server.limit_rate(RateLimit(requests=requests, window=WINDOW))
-    stack.use_worker_env(budget_env(llm_server, model, requests))
+    # The grants of the calls the kill interrupts count until their send deadline (they may have been sent
+    # until then): 5 s instead of 30 keeps the test short.
+    stack.use_worker_env(budget_env(llm_server, model, requests, LLM_BUDGET_SEND_WITHIN_SECONDS="5"))
     ids = send_reports(stack, "budget-kill", 8)
     poll("invocations waiting for budget", lambda: waiting_for_budget(stack))
     poll("a call in flight", lambda: any(time.time() - c.received_at < 0.5 for c in ours(llm_server, ids)))

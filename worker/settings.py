@@ -238,6 +238,14 @@ class Settings(BaseSettings):
         description="The rolling window the budgets hold in (a divisor of 60); per-minute budgets are scaled to "
         "it, e.g. 10 for providers that enforce per-minute limits over 10 s windows (Azure OpenAI).",
     )
+    llm_budget_send_within_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="How long a call granted by its budget may wait for one of the process's LLM_MAX_CONCURRENCY "
+        "slots before it returns the grant unsent and asks again. It also bounds how long the grant of an attempt "
+        "a crash interrupted keeps counting (it may have been sent until then).",
+    )
     llm_budget_shards: int | None = Field(
         default=None,
         ge=1,

@@ -34,9 +34,6 @@ T = TypeVar("T")
 FREE_THROTTLED = 20
 """429s a budgeted link waits out without using up an attempt; beyond them they count as failed attempts
 (a provider that refuses every call, e.g. a request larger than its whole token limit, must not loop forever)."""
-SEND_WITHIN_S = 30.0
-"""How long a granted call may wait for one of the process's LLM_MAX_CONCURRENCY slots before its grant
-is returned unsent (and asked for again): it bounds how long an unsettled grant must count."""
 
 
 _CLAIM: restate.RunOptions[int] = restate.RunOptions(serde=JsonSerde[int]())
@@ -79,7 +76,7 @@ class LinkBudget(BaseModel):
             tokens=share(configured.tokens_per_minute),
             prompt_tokens=share(configured.prompt_tokens_per_minute),
             completion_tokens=share(configured.completion_tokens_per_minute),
-            send_within_s=SEND_WITHIN_S,
+            send_within_s=settings.llm_budget_send_within_seconds,
             call_timeout_s=timeout,
             window_s=window,
         )
@@ -118,7 +115,7 @@ def service_timeouts(settings: Settings) -> tuple[timedelta | None, timedelta | 
     """
     if settings.provider == "offline" or not settings.any_budget:
         return None, None  # Restate's defaults
-    longest_call = SEND_WITHIN_S + settings.llm_timeout_seconds
+    longest_call = settings.llm_budget_send_within_seconds + settings.llm_timeout_seconds
     return SUSPEND_AFTER, timedelta(seconds=longest_call + 60)
 
 
