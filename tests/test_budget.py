@@ -8,6 +8,8 @@ burst of a dozen reports exercises many windows in seconds.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from devstack.components import restate_cli
 from ops.status.budgets import waiting_sql
 from ops.status.models import TARGET
 from testllm import Call, LLMServer, RateLimit
@@ -190,3 +193,39 @@ def test_a_worker_killed_while_calls_wait_for_budget_loses_nothing(budgeted: Tes
     budget = budget_state(status_json(stack), model)
     assert budget["abandoned"] >= 1, budget
     assert budget["expired"] == 0
+
+
+def test_a_call_cancelled_while_it_sleeps_on_a_grant_gives_the_capacity_back(
+    budgeted: TestStack, llm_server: LLMServer
+) -> None:
+    from tests.test_control_flow import one_outcome
+
+    stack, model = budgeted, f"budget-{uuid.uuid4().hex[:6]}"
+    # One call per 10 s window: the report's second call is granted for when the first one's window
+    # ends, and sleeps until then.
+    stack.use_worker_env(
+        budget_env(
+            llm_server, model, 1,
+            LLM_BUDGET_WINDOW_SECONDS="10", LLM_REQUESTS_PER_MINUTE="6", LLM_BUDGET_SEND_WITHIN_SECONDS="5",
+        )
+    )  # fmt: skip
+    (rid,) = send_reports(stack, "budget-cancel", 1)
+    poll("a call granted for later", lambda: budget_state(status_json(stack), model)["granted_for_later"])
+    invocation = stack.invocation_of_key(rid)["id"]
+    cancel = subprocess.run(
+        [str(restate_cli()), "--yes", "invocations", "cancel", invocation],
+        env={**os.environ, "RESTATE_ADMIN_URL": stack.cfg.admin_url},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    letter = one_outcome(stack, rid)
+    assert letter.json()["reason"] == "cancelled"
+
+    # The grant went back unsent: nothing of it occupies the budget (unreturned, it would count until its
+    # send deadline + call timeout + window, 20 s from now).
+    def held() -> int:
+        budget = budget_state(status_json(stack), model)
+        return int(budget["in_flight"] + budget["granted_for_later"])
+
+    poll("the grant returned", lambda: held() == 0, timeout=5)
+    assert len(ours(llm_server, [rid])) == 1  # only the first call was made

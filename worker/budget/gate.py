@@ -130,7 +130,12 @@ async def acquire(ctx: restate.Context, budget: LinkBudget, estimate: Cost) -> P
         if answer.wait_s > 0:
             # Paced (ask again then), or granted for a moment capacity frees up (send then).
             waited += answer.wait_s
-            await journaled.sleep(ctx, timedelta(seconds=answer.wait_s), name=WAIT_NAME)
+            try:
+                await journaled.sleep(ctx, timedelta(seconds=answer.wait_s), name=WAIT_NAME)
+            except journaled.Cancelled:
+                if answer.grant is not None:  # cancelled before it could send: the capacity goes back at once
+                    _return_unsent(ctx, key, answer.grant.id, budget.limits)
+                raise
         if answer.grant is not None:
             break
     grant = answer.grant
@@ -146,6 +151,11 @@ async def acquire(ctx: restate.Context, budget: LinkBudget, estimate: Cost) -> P
 
     await _cancellable(ctx.run_typed(CLAIM_NAME, claim, _CLAIM))
     return Permit(key, grant.id, grant.send_from, grant.send_by, fresh=claimed_here, waited_s=round(waited, 3))
+
+
+def _return_unsent(ctx: restate.Context, key: str, grant_id: int, limits: Limits) -> None:
+    settlement = Settlement(grant_id=grant_id, outcome=Outcome.UNSENT, limits=limits)
+    ctx.object_send(settle_handler, key=key, arg=settlement)
 
 
 async def _cancellable(future: Awaitable[T]) -> T:
