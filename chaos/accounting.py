@@ -20,12 +20,16 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from chaos.inputs import EXPECTED_REASONS, VALID_REASONS
 from chaos.schedule import component_kind
 from worker.models import DeadLetter, OutcomeKind, StepFact, TableRecord
+
+if TYPE_CHECKING:
+    from testllm import Call
 
 LLM_STEPS = {"Extract metrics": "extract", "Sort metrics": "sort", "Format as table": "format"}
 CALLS_PER_REPORT = len(LLM_STEPS)
@@ -62,6 +66,19 @@ class LLMCall(_Model):
     successful: bool
     received_at: float
     fault: str | None = None
+
+    @classmethod
+    def of(cls, call: Call, fault: str | None = None) -> LLMCall:
+        """One call from the test LLM server's log (testllm.Call)."""
+        return cls(
+            seq=call.seq,
+            report_id=call.report_id,
+            step=call.step,
+            response_id=call.response_id,
+            successful=call.successful,
+            received_at=call.received_at,
+            fault=fault,
+        )
 
 
 class FaultEvent(_Model):

@@ -147,17 +147,7 @@ def run_failover(
     ours = [e for e in events if e.component == plan.victim]
     killed_at = ours[0].killed_at if ours else started + plan.kill_at_s
     restarted_at = ours[0].restarted_at if ours else None
-    calls = [
-        LLMCall(
-            seq=c.seq,
-            report_id=c.report_id,
-            step=c.step,
-            response_id=c.response_id,
-            successful=c.successful,
-            received_at=c.received_at,
-        )
-        for c in llm.calls()
-    ]
+    calls = [LLMCall.of(c) for c in llm.calls()]
     accounting = account(
         sender.sent,
         outputs.records(),

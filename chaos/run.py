@@ -210,18 +210,7 @@ def _run(
     unfinished = {k: v for k, v in states.items() if k != "completed"}
     if unfinished:
         _say(f"[chaos] Restate invocations not completed: {unfinished}")
-    calls = [
-        LLMCall(
-            seq=c.seq,
-            report_id=c.report_id,
-            step=c.step,
-            response_id=c.response_id,
-            successful=c.successful,
-            received_at=c.received_at,
-            fault=(f.value if (f := fault_of(c.behaviour)) is not None else None),
-        )
-        for c in llm.calls()
-    ]
+    calls = [LLMCall.of(c, (f.value if (f := fault_of(c.behaviour)) is not None else None)) for c in llm.calls()]
     result = account(
         sender.sent,
         outputs.records(),
